@@ -1,0 +1,51 @@
+# Shared by ./raftv and ./test.sh: installing what is missing and building.
+# Sourced, not run. Expects ROOT to be the repository root.
+
+log() { printf '%s\n' "$*" >&2; }
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi
+}
+
+apt_updated=""
+apt_install() {
+  command -v apt-get >/dev/null || { log "apt-get is not available: install $* by hand."; return 1; }
+  if [[ -z "$apt_updated" ]]; then
+    as_root apt-get update -qq >/dev/null 2>&1 || true
+    apt_updated=1
+  fi
+  log "installing $* (apt)"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# The .NET SDK is not in Debian's archive: it must already be on the machine.
+require_dotnet() {
+  command -v dotnet >/dev/null && return 0
+  log "the .NET SDK 10 is required (https://dot.net): dotnet is not on PATH."
+  exit 1
+}
+
+# PostgreSQL server binaries (initdb, pg_ctl) for the private servers of tests and ./raftv up.
+ensure_postgres() {
+  compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null && return 0
+  [[ -n "${PG_BIN:-}" && -x "$PG_BIN/pg_ctl" ]] && return 0
+  apt_install postgresql || { log "PostgreSQL is required: apt-get install postgresql"; exit 1; }
+  # Debian's package starts a cluster of its own; the project runs private servers instead.
+  as_root service postgresql stop >/dev/null 2>&1 || true
+}
+
+# Java runs TLC; without it the TLC checks are reported as unavailable, not failed.
+ensure_java() {
+  command -v java >/dev/null && return 0
+  apt_install default-jre-headless || log "java could not be installed: TLC checks will be unavailable."
+}
+
+# Builds the solution in Release; output is shown only when the build fails.
+build_solution() {
+  local out; out="$(mktemp)"
+  if ! dotnet build "$ROOT/RaftVerified.sln" -c Release -nologo -v q -clp:ErrorsOnly >"$out" 2>&1; then
+    cat "$out" >&2; rm -f "$out"
+    log "build failed"; return 1
+  fi
+  rm -f "$out"
+}

@@ -1,0 +1,124 @@
+using System.Reflection;
+using Raft.Storage.Postgres;
+
+namespace Raft.Kv.Cli;
+
+/// <summary>The raftv command line: one entry per command, dispatched by name.</summary>
+public static class RaftvCli
+{
+    /// <summary>Exit status for a usage error (unknown command or bad arguments).</summary>
+    public const int UsageError = 2;
+
+    private sealed record Command(string Name, string Summary, string Usage,
+        Func<CommandArgs, TextWriter, TextWriter, CancellationToken, Task<int>> Run);
+
+    private static readonly Command[] Commands =
+    [
+        new("version", "print the version of raftv", "raftv version", Version),
+        new("pg", "start or stop a private PostgreSQL server (used by ./test.sh and ./raftv up)",
+            "raftv pg start --data DIR [--port P] [--database NAME] [--no-sync]\n  raftv pg stop --data DIR [--destroy]",
+            Postgres),
+    ];
+
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
+        if (args.Length == 0 || args[0] is "--help" or "-h" or "help")
+        {
+            PrintHelp(stdout);
+            return args.Length == 0 ? UsageError : 0;
+        }
+        if (args[0] == "--version") return await Version(new CommandArgs([]), stdout, stderr, ct);
+
+        var command = Commands.FirstOrDefault(c => c.Name == args[0]);
+        if (command is null)
+        {
+            stderr.WriteLine($"raftv: unknown command '{args[0]}'. Run 'raftv --help' for the list.");
+            return UsageError;
+        }
+        var rest = args[1..];
+        if (rest.Contains("--help") || rest.Contains("-h"))
+        {
+            stdout.WriteLine($"{command.Name}: {command.Summary}\n\nusage:\n  {command.Usage}");
+            return 0;
+        }
+        try
+        {
+            return await command.Run(new CommandArgs(rest), stdout, stderr, ct);
+        }
+        catch (CommandArgsException e)
+        {
+            stderr.WriteLine($"raftv {command.Name}: {e.Message}\nusage:\n  {command.Usage}");
+            return UsageError;
+        }
+        catch (LocalPostgresException e)
+        {
+            stderr.WriteLine($"raftv {command.Name}: {e.Message}");
+            return 1;
+        }
+    }
+
+    private static void PrintHelp(TextWriter w)
+    {
+        w.WriteLine("raftv: RaftVerified, a verified Raft for .NET, and its replicated key-value service.");
+        w.WriteLine();
+        w.WriteLine("usage: raftv <command> [arguments]");
+        w.WriteLine();
+        w.WriteLine("commands:");
+        foreach (var c in Commands)
+            w.WriteLine($"  {c.Name,-10} {c.Summary}");
+        w.WriteLine();
+        w.WriteLine("Run 'raftv <command> --help' for the arguments of a command.");
+    }
+
+    public static string VersionText()
+    {
+        var assembly = typeof(RaftvCli).Assembly;
+        var informational = assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
+            ?? assembly.GetName().Version?.ToString() ?? "unknown";
+        // The SDK appends "+<commit>" when it knows the source revision; keep it, it says what was built.
+        return $"raftv {informational} (.NET {Environment.Version})";
+    }
+
+    private static Task<int> Version(CommandArgs args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
+        args.EnsureNoneLeft();
+        stdout.WriteLine(VersionText());
+        return Task.FromResult(0);
+    }
+
+    private static async Task<int> Postgres(CommandArgs args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
+        // Options first: their values must not be mistaken for the verb.
+        var data = args.Option("--data") ?? throw new CommandArgsException("--data DIR is required");
+        var port = args.IntOption("--port") ?? 0;
+        var database = args.Option("--database") ?? "raftverified";
+        var noSync = args.Flag("--no-sync");
+        var destroy = args.Flag("--destroy");
+        var verb = args.Positional("start|stop");
+        args.EnsureNoneLeft();
+        switch (verb)
+        {
+            case "start":
+            {
+                var server = await LocalPostgres.StartAsync(new LocalPostgresOptions(data, port, database, Durable: !noSync), cancellationToken: ct);
+                // The server keeps running after this process exits; 'raftv pg stop' ends it.
+                stdout.WriteLine(server.ConnectionString);
+                return 0;
+            }
+            case "stop":
+            {
+                if (!File.Exists(Path.Combine(data, "postmaster.pid")))
+                {
+                    if (destroy && Directory.Exists(data)) Directory.Delete(data, recursive: true);
+                    return 0;
+                }
+                var server = LocalPostgres.Attach(data);
+                if (destroy) await server.DestroyAsync(ct);
+                else await server.StopAsync(cancellationToken: ct);
+                return 0;
+            }
+            default:
+                throw new CommandArgsException($"unknown pg verb '{verb}'");
+        }
+    }
+}

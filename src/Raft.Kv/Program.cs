@@ -1,0 +1,3 @@
+using Raft.Kv.Cli;
+
+return await RaftvCli.RunAsync(args, Console.Out, Console.Error, CancellationToken.None);
