@@ -45,3 +45,16 @@ let ``conf states compare as sets of members`` () =
     let b = { ConfState.empty with Voters = [ 1UL; 2UL; 3UL ]; Learners = [ 5UL ] }
     Assert.True(ConfState.equivalent a b)
     Assert.False(ConfState.equivalent a { b with AutoLeave = true })
+
+[<Fact>]
+let ``conf change text round-trips and names bad tokens`` () =
+    let changes =
+        [ { Type = ConfChangeAddNode; NodeId = 1UL }
+          { Type = ConfChangeAddLearnerNode; NodeId = 2UL }
+          { Type = ConfChangeRemoveNode; NodeId = 3UL }
+          { Type = ConfChangeUpdateNode; NodeId = 14UL } ]
+    Assert.Equal("v1 l2 r3 u14", ConfChangeText.format changes)
+    Assert.Equal(Ok changes, ConfChangeText.parse "v1  l2 r3 u14")
+    Assert.Equal(Ok [], ConfChangeText.parse "")
+    Assert.Equal(Error "unknown conf change type 'x' in 'x1'", ConfChangeText.parse "v1 x1")
+    Assert.Equal(Error "bad node id in 'vq'", ConfChangeText.parse "vq")

@@ -1,0 +1,1 @@
+namespace Raft.Spec
