@@ -233,3 +233,20 @@ module Message =
 module Entry =
     let create term index data : Entry =
         { Term = term; Index = index; Type = EntryNormal; Data = data }
+
+/// Severity of a log line, as etcd's raft logger distinguishes them.
+type LogLevel =
+    | Debug
+    | Info
+    | Warn
+    | Error
+
+/// A log line produced by the pure core. The core never writes logs itself: it returns
+/// lines and the host hands them to its logger (etcd's interaction tests print them as "INFO text").
+type LogLine = { Level: LogLevel; Text: string }
+
+module LogLine =
+    let debug text = { Level = Debug; Text = text }
+    let info text = { Level = Info; Text = text }
+    let warn text = { Level = Warn; Text = text }
+    let error text = { Level = Error; Text = text }
