@@ -235,6 +235,7 @@ module Entry =
         { Term = term; Index = index; Type = EntryNormal; Data = data }
 
 /// Severity of a log line, as etcd's raft logger distinguishes them.
+[<RequireQualifiedAccess>]
 type LogLevel =
     | Debug
     | Info
@@ -246,7 +247,7 @@ type LogLevel =
 type LogLine = { Level: LogLevel; Text: string }
 
 module LogLine =
-    let debug text = { Level = Debug; Text = text }
-    let info text = { Level = Info; Text = text }
-    let warn text = { Level = Warn; Text = text }
-    let error text = { Level = Error; Text = text }
+    let debug text = { Level = LogLevel.Debug; Text = text }
+    let info text = { Level = LogLevel.Info; Text = text }
+    let warn text = { Level = LogLevel.Warn; Text = text }
+    let error text = { Level = LogLevel.Error; Text = text }
