@@ -144,6 +144,18 @@ module NodeId =
     [<Literal>]
     let None = 0UL
 
+    /// The pseudo node of the local append thread (async storage writes): the target of
+    /// MsgStorageAppend and the sender of MsgStorageAppendResp (etcd's LocalAppendThread).
+    [<Literal>]
+    let LocalAppendThread = 18446744073709551615UL
+
+    /// The pseudo node of the local apply thread (etcd's LocalApplyThread).
+    [<Literal>]
+    let LocalApplyThread = 18446744073709551614UL
+
+    /// Whether an id names one of the local storage threads (etcd's IsLocalMsgTarget).
+    let isLocalThread (id: uint64) = id = LocalAppendThread || id = LocalApplyThread
+
 module EntryType =
     let toWire (t: EntryType) : int32 =
         match t with
