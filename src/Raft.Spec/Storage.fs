@@ -90,8 +90,20 @@ type MemoryStorage =
                 invalidOp (sprintf "entries' hi(%d) is out of bound lastindex(%d)" hi s.LastIndex)
             elif s.Ents.Count = 1 then Error StorageError.Unavailable
             else
-                let ents = s.Ents.GetRange(int (lo - offset), int (hi - lo)) |> Seq.toArray
-                Ok(Codec.limitSize maxSize ents)
+                // etcd's limitSize, walking only as far as the limit allows: a lagging
+                // follower's request may span a long log but is answered with a small prefix.
+                let taken = ResizeArray<Entry>()
+                let mutable size = 0UL
+                let mutable i = int (lo - offset)
+                let stop = int (hi - offset)
+                while i < stop do
+                    let e = s.Ents[i]
+                    size <- size + Codec.entrySize e
+                    if taken.Count > 0 && size > maxSize then i <- stop
+                    else
+                        taken.Add e
+                        i <- i + 1
+                Ok(taken.ToArray())
 
         member s.Term(i) =
             let offset = s.Offset
