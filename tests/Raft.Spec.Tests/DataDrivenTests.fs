@@ -107,3 +107,13 @@ let ``text after a closing double separator must be blank`` () =
     match parse "t" "a\n----\n----\nx\n----\n----\nb\n" with
     | Error e -> Assert.Equal("t:1: non-blank line after end of double ---- separator section", e)
     | Ok _ -> failwith "parsed"
+
+let interactionFiles = suiteFiles "interaction"
+
+[<Theory; MemberData(nameof interactionFiles)>]
+let ``etcd's interaction files parse, and echoing the expected outputs rewrites them unchanged`` (file: string) =
+    let path = System.IO.Path.Combine(etcdTestdataDir "interaction", file)
+    let r = runFile path (fun d -> d.Expected)
+    Assert.True(r.Passed, report r)
+    Assert.True(r.Ran > 0)
+    Assert.Equal(Some(System.IO.File.ReadAllText path), r.Rewritten)
