@@ -393,3 +393,95 @@ let ``conversions between v1 and v2 changes`` () =
     Assert.False(ConfChangeV2.leaveJoint (mk ConfChangeTransitionAuto single))
     Assert.Equal("ConfChangeAddNode(1) ConfChangeRemoveNode(2)",
                  Changer.describe [ { Type = ConfChangeAddNode; NodeId = 1UL }; { Type = ConfChangeRemoveNode; NodeId = 2UL } ])
+
+// ---- properties ----
+
+type private InflightOp =
+    | Add of bytes: uint64
+    | Free of upTo: uint64
+
+[<Fact>]
+let ``inflights behave like a list of appends (model check)`` () =
+    let seed = 77UL
+    let op =
+        Gen.frequency
+            [ 3, Gen.choose (0, 50) |> Gen.map (uint64 >> Add)
+              2, Gen.choose (0, 40) |> Gen.map (uint64 >> Free) ]
+    let gen =
+        gen {
+            let! size = Gen.choose (1, 6)
+            let! maxBytes = Gen.elements [ 0UL; 30UL; 100UL ]
+            let! ops = Gen.listOf op
+            return size, maxBytes, ops
+        }
+    let prop (size: int, maxBytes: uint64, ops: InflightOp list) =
+        // The model: the appends in flight, oldest first. Indexes increase by one per add.
+        let mutable model: Inflight list = []
+        let mutable next = 1UL
+        let mutable ins = Inflights.create size maxBytes
+        let mutable ok = true
+        for o in ops do
+            let modelBytes = model |> List.sumBy (fun f -> f.Bytes)
+            let modelFull = model.Length = size || (maxBytes <> 0UL && modelBytes >= maxBytes)
+            ok <- ok && ins.Full = modelFull
+            match o with
+            | Add b when not modelFull ->
+                ins <- Inflights.add next b ins
+                model <- model @ [ { Index = next; Bytes = b } ]
+                next <- next + 1UL
+            | Add _ -> ()
+            | Free upTo ->
+                ins <- Inflights.freeLE upTo ins
+                model <- model |> List.filter (fun f -> f.Index > upTo)
+            ok <-
+                ok && ins.Items = model && ins.Count = model.Length
+                && ins.Bytes = (model |> List.sumBy (fun f -> f.Bytes))
+        ok |> Prop.label (sprintf "seed %d" seed)
+    Check.One(
+        Config.QuickThrowOnFailure.WithMaxTest(500).WithReplay(Some { Rnd = Rnd(seed, 3UL); Size = None }),
+        Prop.forAll (Arb.fromGen gen) prop)
+
+[<Fact>]
+let ``every configuration reached by changes is restored from its ConfState`` () =
+    let seed = 4242UL
+    let change =
+        gen {
+            let! t = Gen.elements [ ConfChangeAddNode; ConfChangeAddLearnerNode; ConfChangeRemoveNode; ConfChangeUpdateNode ]
+            let! id = Gen.choose (1, 6)
+            return ({ Type = t; NodeId = uint64 id }: ConfChangeSingle)
+        }
+    // A step: a simple change, entering a joint config (auto-leave or not), or leaving it.
+    let step = Gen.oneof [ Gen.listOfLength 1 change |> Gen.map (fun c -> 0, c); Gen.nonEmptyListOf change |> Gen.map (fun c -> 1, c); Gen.constant (2, []) ]
+    let prop (steps: (int * ConfChangeSingle list) list) =
+        let trk0 = ProgressTracker.create 10 0UL
+        let start = Changer.simple trk0 0UL [ { Type = ConfChangeAddNode; NodeId = 1UL } ]
+        let mutable trk =
+            match start with
+            | Ok(cfg, prs) -> { trk0 with Config = cfg; Progress = prs }
+            | Error e -> failwith e
+        let mutable ok = true
+        let mutable applied = 0
+        for i, (kind, ccs) in List.indexed steps do
+            let last = uint64 i
+            let r =
+                match kind with
+                | 0 -> Changer.simple trk last ccs
+                | 1 -> Changer.enterJoint trk last (i % 2 = 0) ccs
+                | _ -> Changer.leaveJoint trk last
+            match r with
+            | Error _ -> ()
+            | Ok(cfg, prs) ->
+                applied <- applied + 1
+                trk <- { trk with Config = cfg; Progress = prs }
+                let cs = TrackerConfig.confState cfg
+                match Restore.restore trk0 last cs with
+                | Ok(cfg2, prs2) ->
+                    ok <-
+                        ok && cfg2 = cfg
+                        && Set.ofSeq (Map.keys prs2) = Set.ofSeq (Map.keys prs)
+                        && (prs2 |> Map.forall (fun id pr -> pr.IsLearner = prs[id].IsLearner))
+                | Error _ -> ok <- false
+        ok |> Prop.label (sprintf "seed %d, %d changes applied" seed applied)
+    Check.One(
+        Config.QuickThrowOnFailure.WithMaxTest(300).WithReplay(Some { Rnd = Rnd(seed, 3UL); Size = None }),
+        Prop.forAll (Arb.fromGen (Gen.listOf step)) prop)
