@@ -441,3 +441,43 @@ let ``trace events follow etcd's trace points`` () =
     Assert.Equal("InitState", names.Head)
     for n in [ "ApplyConfChange"; "BecomeFollower"; "BecomeCandidate"; "SendRequestVoteRequest"; "ReceiveRequestVoteResponse"; "BecomeLeader"; "Replicate"; "SendAppendEntriesRequest"; "Commit" ] do
         Assert.Contains(n, names)
+
+[<Fact>]
+let ``the inflight window limits appends to a replicating peer`` () =
+    let net = cluster 3 (fun c -> { c with MaxInflightMsgs = 2; MaxSizePerMsg = 1UL }) |> elect 1UL
+    Assert.Equal(StateReplicate, (state 1UL net).Trk.Progress[2UL].State)
+    let net = [ 1..5 ] |> List.fold (fun net i -> propose 1UL (string i) net |> fst) net
+    let appsTo2 = (state 1UL net).Msgs |> List.filter (fun m -> m.Type = MsgApp && m.To = 2UL)
+    Assert.Equal(2, appsTo2.Length)
+    Assert.True(Progress.isPaused (state 1UL net).Trk.Progress[2UL])
+    // Acks free the window and the rest flows.
+    let net = stabilize net
+    Assert.Equal(6UL, (state 2UL net).RaftLog.Committed)
+
+[<Fact>]
+let ``an unreachable replicating peer goes back to probing`` () =
+    let net = cluster 3 id |> elect 1UL
+    let net, _ = stepAt 1UL { Message.empty with Type = MsgUnreachable; From = 2UL; To = 1UL } net
+    Assert.Equal(StateProbe, (state 1UL net).Trk.Progress[2UL].State)
+    containsPart "1 failed to send message to 2 because it is unreachable [StateProbe" (logsOf 1UL net)
+
+[<Fact>]
+let ``heartbeats never tell a peer to commit beyond its match`` () =
+    let net = cluster 3 id |> elect 1UL |> isolate 3UL
+    let net = propose 1UL "x" net |> fst |> stabilize |> heal
+    Assert.Equal(2UL, (state 1UL net).RaftLog.Committed)
+    let net = tickNode 1UL net
+    let hb = (state 1UL net).Msgs |> List.filter (fun m -> m.Type = MsgHeartbeat)
+    Assert.Equal(2UL, (hb |> List.find (fun m -> m.To = 2UL)).Commit)
+    Assert.Equal(1UL, (hb |> List.find (fun m -> m.To = 3UL)).Commit)
+
+[<Fact>]
+let ``a failed snapshot report resets the pending snapshot and pauses`` () =
+    let net = cluster 3 id |> elect 1UL
+    let r1 = state 1UL net
+    let r1 = Raft.updateProgress 2UL (Progress.becomeSnapshot 5UL) r1
+    let r1, _ = Step.step r1 { Message.empty with Type = MsgSnapStatus; From = 2UL; To = 1UL; Reject = true }
+    let pr = r1.Trk.Progress[2UL]
+    Assert.Equal(StateProbe, pr.State)
+    Assert.Equal(0UL, pr.PendingSnapshot)
+    Assert.True(pr.MsgAppFlowPaused)
