@@ -84,9 +84,9 @@ let runFile (ignoreLogs: bool) (path: string) : FileResult =
                     if comparable actual <> comparable data.Expected then
                         mismatches <- mismatches + 1
                         if mismatches <= shownMismatches then
-                            let args = String.Join(" ", data.CmdArgs)
+                            let line = String.Join(" ", data.Cmd :: List.map string data.CmdArgs)
                             details
-                                .AppendFormat("{0}: {1} {2}\n", data.Pos, data.Cmd, args)
+                                .AppendFormat("{0}: {1}\n", data.Pos, line)
                                 .Append("output didn't match expected (- expected, + actual):\n")
                                 .Append(diff (comparable data.Expected) (comparable actual))
                             |> ignore
