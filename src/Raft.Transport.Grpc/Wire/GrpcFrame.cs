@@ -2,8 +2,13 @@ using System.Buffers.Binary;
 
 namespace Raft.Transport.Grpc.Wire;
 
-/// <summary>A gRPC length-prefixed message could not be read; the connection must be closed.</summary>
-public sealed class GrpcFrameException(string message) : Exception(message);
+/// <summary>A gRPC length-prefixed message could not be read; the stream must be closed.</summary>
+/// <param name="tooLarge">The frame announced a message over the size limit (RESOURCE_EXHAUSTED
+/// rather than INTERNAL in gRPC's terms).</param>
+public sealed class GrpcFrameException(string message, bool tooLarge = false) : Exception(message)
+{
+    public bool TooLarge { get; } = tooLarge;
+}
 
 /// <summary>
 /// gRPC's length-prefixed messages: one flag byte (1 = compressed), a 4-byte big-endian
@@ -16,11 +21,18 @@ public static class GrpcFrame
     /// <summary>Writes one uncompressed message.</summary>
     public static async ValueTask WriteAsync(Stream stream, ReadOnlyMemory<byte> message, CancellationToken cancellationToken)
     {
-        var header = new byte[HeaderSize];
-        header[0] = 0;
-        BinaryPrimitives.WriteUInt32BigEndian(header.AsSpan(1), checked((uint)message.Length));
-        await stream.WriteAsync(header, cancellationToken).ConfigureAwait(false);
-        await stream.WriteAsync(message, cancellationToken).ConfigureAwait(false);
+        // One write per frame: each write may become its own HTTP/2 DATA frame.
+        await stream.WriteAsync(Encode(message.Span), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>One uncompressed message with its 5-byte prefix.</summary>
+    public static byte[] Encode(ReadOnlySpan<byte> message)
+    {
+        var frame = new byte[HeaderSize + message.Length];
+        frame[0] = 0;
+        BinaryPrimitives.WriteUInt32BigEndian(frame.AsSpan(1), checked((uint)message.Length));
+        message.CopyTo(frame.AsSpan(HeaderSize));
+        return frame;
     }
 
     /// <summary>
@@ -42,7 +54,7 @@ public static class GrpcFrame
         }
         var length = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(1));
         if (length > (uint)maxMessageSize)
-            throw new GrpcFrameException($"message of {length} bytes exceeds the limit of {maxMessageSize} bytes");
+            throw new GrpcFrameException($"message of {length} bytes exceeds the limit of {maxMessageSize} bytes", tooLarge: true);
         var body = new byte[length];
         var read = await ReadFullyAsync(stream, body, cancellationToken).ConfigureAwait(false);
         if (read < length) throw new GrpcFrameException($"stream ended inside a message ({read} of {length} bytes)");
