@@ -243,6 +243,11 @@ module RawNode =
     /// Advances the logical clock by one tick.
     let tick (rn: RawNode) : RawNode = { rn with Raft = Step.tick rn.Raft }
 
+    /// Advances only the election clock, skipping heartbeats and elections (etcd's deprecated
+    /// TickQuiesced, for groups known to be idle). Misuse subverts Raft; prefer tick.
+    let tickQuiesced (rn: RawNode) : RawNode =
+        { rn with Raft = { rn.Raft with ElectionElapsed = rn.Raft.ElectionElapsed + 1 } }
+
     /// Starts an election (MsgHup).
     let campaign (rn: RawNode) : RawNode * StepError option =
         stepRaft { Message.empty with Type = MsgHup } rn

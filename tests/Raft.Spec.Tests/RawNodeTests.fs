@@ -140,3 +140,26 @@ let ``bootstrap commits one conf change entry per peer`` () =
         RawNode.describeReady rd)
     Assert.Equal(Error "can't bootstrap a nonempty Storage",
                  RawNode.bootstrap [ { Id = 1UL; Context = [||] } ] (create (config 1UL (storageOf [ 1UL ] 10UL) 10UL)) |> Result.map ignore)
+
+[<Fact>]
+let ``DescribeReady prints read states as Go's %v`` () =
+    let rd =
+        { SoftState = None; HardState = None; Entries = [||]; Snapshot = None; CommittedEntries = [||]; Messages = [||]
+          MustSync = false
+          ReadStates = [ { Index = 10UL; RequestCtx = Encoding.UTF8.GetBytes "ab" }; { Index = 11UL; RequestCtx = [||] } ] }
+    Assert.Equal("Ready MustSync=false:\nReadStates [{10 [97 98]} {11 []}]\n", RawNode.describeReady rd)
+    Assert.Equal("<empty Ready>", RawNode.describeReady { rd with ReadStates = [] })
+
+[<Fact>]
+let ``a leader answers ReadIndex in a single-voter group with a ReadState`` () =
+    let s = storageOf [ 1UL ] 10UL
+    let rn, _ = RawNode.campaign (create (config 1UL s 10UL))
+    let s, rn, _ = handle s rn
+    let s, rn, _ = handle s rn
+    let s, rn, _ = handle s rn
+    let rn = RawNode.readIndex (Encoding.UTF8.GetBytes "ctx") rn
+    Assert.True(RawNode.hasReady rn)
+    let _, rn, rd = handle s rn
+    Assert.Equal<ReadState list>([ { Index = 11UL; RequestCtx = Encoding.UTF8.GetBytes "ctx" } ], rd.ReadStates)
+    // Accepted read states are not handed out twice.
+    Assert.False(RawNode.hasReady rn)
