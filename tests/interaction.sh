@@ -37,15 +37,20 @@ else
   DLL="$ROOT/tests/interaction/Raft.Interaction.Runner/bin/Release/net10.0/Raft.Interaction.Runner.dll"
 fi
 
-# Rebuild only when a source of the runner, the harness or the core is newer than the binary.
+# Rebuild only when a source is newer than what it compiles into: the core's sources than
+# Raft.Spec.dll next to the runner (the runner itself is not recompiled when only the
+# core's implementation changed), the harness and runner sources than the runner.
+newer_than() {  # newer_than FILE PATH... : prints a source under PATHs newer than FILE
+  find "${@:2}" \( -name '*.fs' -o -name '*.fsproj' -o -name '*.props' \) \
+    -not -path '*/obj/*' -not -path '*/bin/*' -newer "$1" -print -quit 2>/dev/null
+}
 stale=1
-if [[ -f "$DLL" ]]; then
-  newer="$(find "$ROOT/src/Raft.Spec" "$ROOT/tests/interaction/Raft.Interaction.Runner" \
-             "$ROOT/tests/Raft.Spec.Tests/DataDriven.fs" "$ROOT/tests/Raft.Spec.Tests/InteractionEnv.fs" \
-             "$ROOT/Directory.Build.props" "$ROOT/Directory.Packages.props" \
-             \( -name '*.fs' -o -name '*.fsproj' -o -name '*.props' \) -not -path '*/obj/*' -not -path '*/bin/*' \
-             -newer "$DLL" -print -quit 2>/dev/null)"
-  [[ -z "$newer" ]] && stale=0
+SPEC_DLL="$(dirname "$DLL")/Raft.Spec.dll"
+if [[ -f "$DLL" && -f "$SPEC_DLL" ]] \
+   && [[ -z "$(newer_than "$SPEC_DLL" "$ROOT/src/Raft.Spec" "$ROOT/Directory.Build.props" "$ROOT/Directory.Packages.props")" ]] \
+   && [[ -z "$(newer_than "$DLL" "$ROOT/tests/interaction/Raft.Interaction.Runner" \
+                 "$ROOT/tests/Raft.Spec.Tests/DataDriven.fs" "$ROOT/tests/Raft.Spec.Tests/InteractionEnv.fs")" ]]; then
+  stale=0
 fi
 if [[ $stale -eq 1 ]]; then
   out="$(mktemp "${TMPDIR:-/tmp}/interaction-build.XXXXXX")"
