@@ -34,7 +34,8 @@ public sealed class RaftStepException(StepError error) : Exception(StepErrorModu
 }
 
 /// <summary>The node was stopped before the operation could complete (etcd's ErrStopped).</summary>
-public sealed class NodeStoppedException() : InvalidOperationException("raft: stopped");
+public sealed class NodeStoppedException(Exception? fault = null)
+    : InvalidOperationException(fault is null ? "raft: stopped" : $"raft: stopped after a failure: {fault.Message}", fault);
 
 /// <summary>
 /// A storage error Raft knows how to handle (compacted, unavailable, ...). C# storages throw it
