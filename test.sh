@@ -38,7 +38,22 @@ cleanup() {
   rm -rf "$results"
 }
 trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+
+# Children run in the background and are awaited: a signal interrupts `wait` at once, whereas a
+# foreground `dotnet test` would hold the trap back until it chose to exit.
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill -TERM "$1" 2>/dev/null || true
+}
+on_signal() {
+  log "interrupted: stopping the tests and the test PostgreSQL"
+  local child
+  for child in $(pgrep -P $$ 2>/dev/null); do kill_tree "$child"; done
+  exit 130
+}
+trap on_signal INT TERM
+run() { "$@" & wait $!; }
 
 # 1. What the suite needs.
 require_dotnet
@@ -47,12 +62,12 @@ ensure_postgres
 
 # 2. Restore and build once; every run below uses --no-build.
 log "== build"
-build_solution || { echo "0 passed, 1 failed"; exit 1; }
+run build_solution || { echo "0 passed, 1 failed"; exit 1; }
 
 # 3. A private PostgreSQL for the tests that need one.
 pg_data="$(mktemp -d "${TMPDIR:-/tmp}/raftverified-test-pg.XXXXXX")"
 rmdir "$pg_data"   # LocalPostgres creates it and gives it to the postgres user
-if ! RAFTV_TEST_PG="$(dotnet src/Raft.Kv/bin/Release/net10.0/raftv.dll pg start --data "$pg_data" --database raftverified_test --no-sync)"; then
+if ! RAFTV_TEST_PG="$(dotnet "$ROOT/src/Raft.Kv/bin/Release/net10.0/raftv.dll" pg start --data "$pg_data" --database raftverified_test --no-sync)"; then
   log "could not start the test PostgreSQL"; echo "0 passed, 1 failed"; exit 1
 fi
 export RAFTV_TEST_PG
@@ -70,7 +85,7 @@ for proj in tests/*/*.csproj tests/*/*.fsproj; do
   t0=$SECONDS
   args=(test "$proj" -c Release --no-build --nologo --results-directory "$results/$name" --logger "trx;LogFileName=$name.trx" --logger "console;verbosity=minimal")
   [[ -n "$filter" ]] && args+=(--filter "$filter")
-  dotnet "${args[@]}"
+  run dotnet "${args[@]}"
   status=$?
   trx="$results/$name/$name.trx"
   if [[ -f "$trx" ]]; then
@@ -90,7 +105,9 @@ run_counted() {
   local label="$1"; shift
   log "== $label"
   local out status t0=$SECONDS
-  out="$("$@" 2>&1 | tee /dev/stderr)"; status=${PIPESTATUS[0]}
+  local log_file; log_file="$(mktemp -p "$results")"
+  run "$@" > >(tee "$log_file" >&2) 2>&1; status=$?
+  out="$(cat "$log_file")"
   local line; line="$(grep -E '^[0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -1)"
   if [[ -n "$line" ]]; then
     local p f; read -r p _ f _ <<<"${line//,/}"
@@ -109,7 +126,7 @@ run_tlc_check() {
   local label="$1"; shift
   log "== $label"
   local t0=$SECONDS status
-  "$@"; status=$?
+  run "$@"; status=$?
   case $status in
     0) passed=$((passed + 1)); log "   $label: passed in $((SECONDS - t0))s" ;;
     3) log "   $label: TLC not available: NOT RUN (see tlaplus/README.md to provide TLC)" ;;
