@@ -1,0 +1,47 @@
+using Raft.Transport.Grpc.Wire;
+
+namespace Raft.Kv.State;
+
+/// <summary>
+/// An error of etcd's v3 API: the gRPC status code and the exact message etcd sends, so clients
+/// that match on etcd's messages (etcdctl, clientv3's rpctypes) recognise them.
+/// </summary>
+public sealed class EtcdException(StatusCode code, string message) : Exception(message)
+{
+    public StatusCode Code { get; } = code;
+
+    public GrpcCallException ToGrpc() => new(Code, Message, this);
+}
+
+/// <summary>etcd's server errors (api/v3rpc/rpctypes), those raftv can raise.</summary>
+public static class EtcdErrors
+{
+    public static EtcdException EmptyKey() => new(StatusCode.InvalidArgument, "etcdserver: key is not provided");
+    public static EtcdException KeyNotFound() => new(StatusCode.InvalidArgument, "etcdserver: key not found");
+    public static EtcdException ValueProvided() => new(StatusCode.InvalidArgument, "etcdserver: value is provided");
+    public static EtcdException LeaseProvided() => new(StatusCode.InvalidArgument, "etcdserver: lease is provided");
+    public static EtcdException TooManyOps() => new(StatusCode.InvalidArgument, "etcdserver: too many operations in txn request");
+    public static EtcdException DuplicateKey() => new(StatusCode.InvalidArgument, "etcdserver: duplicate key given in txn request");
+    public static EtcdException Compacted() => new(StatusCode.OutOfRange, "etcdserver: mvcc: required revision has been compacted");
+    public static EtcdException FutureRevision() => new(StatusCode.OutOfRange, "etcdserver: mvcc: required revision is a future revision");
+    public static EtcdException LeaseNotFound() => new(StatusCode.NotFound, "etcdserver: requested lease not found");
+    public static EtcdException RequestTooLarge() => new(StatusCode.InvalidArgument, "etcdserver: request is too large");
+    public static EtcdException MemberNotFound() => new(StatusCode.NotFound, "etcdserver: member not found");
+    public static EtcdException MemberExists() => new(StatusCode.FailedPrecondition, "etcdserver: member ID already exist");
+    public static EtcdException PeerUrlExists() => new(StatusCode.FailedPrecondition, "etcdserver: Peer URLs already exists");
+    public static EtcdException MemberBadUrls() => new(StatusCode.InvalidArgument, "etcdserver: given member URLs are invalid");
+    public static EtcdException MemberNotLearner() => new(StatusCode.FailedPrecondition, "etcdserver: can only promote a learner member");
+    public static EtcdException NoLeader() => new(StatusCode.Unavailable, "etcdserver: no leader");
+    public static EtcdException NotLeader() => new(StatusCode.FailedPrecondition, "etcdserver: not leader");
+    public static EtcdException LeaderChanged() => new(StatusCode.Unavailable, "etcdserver: leader changed");
+    public static EtcdException Stopped() => new(StatusCode.Unavailable, "etcdserver: server stopped");
+    public static EtcdException Timeout() => new(StatusCode.Unavailable, "etcdserver: request timed out");
+    public static EtcdException BadLeaderTransferee() => new(StatusCode.FailedPrecondition, "etcdserver: bad leader transferee");
+
+    /// <summary>
+    /// raftv keeps only the newest value of each key (no MVCC history), so a read at an older,
+    /// uncompacted revision cannot be answered; etcd would answer it.
+    /// </summary>
+    public static EtcdException HistoryNotKept(long revision, long current) =>
+        new(StatusCode.Unimplemented, $"raftv: reads at past revisions are not kept (asked {revision}, current {current})");
+}

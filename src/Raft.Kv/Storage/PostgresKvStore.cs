@@ -1,0 +1,516 @@
+using System.Data;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+using NpgsqlTypes;
+using Raft.Kv.Etcd.Mvccpb;
+using Raft.Kv.Etcd.Serverpb;
+using Raft.Kv.Protocol;
+using Raft.Kv.State;
+using Raft.Spec;
+
+namespace Raft.Kv.Storage;
+
+/// <summary>The applied state of one group: store revision, compaction point, and the last applied log entry.</summary>
+public sealed record KvStoreState(long Revision, long CompactRevision, ulong AppliedIndex, ulong AppliedTerm);
+
+/// <summary>
+/// What applying one log entry gave: the command and its result for a key-value entry
+/// (<see cref="Duplicate"/> when the request id had been applied before and the first result is
+/// repeated), nulls for entries that carry no command (leader no-ops, configuration changes).
+/// </summary>
+public sealed record AppliedEntry(ulong Index, ulong Term, KvCommand? Command, KvResult? Result, bool Duplicate);
+
+/// <summary>The store refused an operation that would corrupt it (a gap in applied entries, a bad snapshot...).</summary>
+public sealed class KvStoreException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// The key-value state machine of one raft group in PostgreSQL. Committed entries are applied in
+/// the same transaction that advances the group's applied index, so after a crash at any instant
+/// each entry has been applied exactly once or not at all, and applying again skips what is done.
+/// Retried writes carrying the same request id are answered from the applied-request table
+/// instead of being applied again.
+/// </summary>
+public sealed class PostgresKvStore : IAsyncDisposable
+{
+    private const int SchemaVersion = 1;
+    private const int MaxSnapshotRecord = 64 * 1024 * 1024;
+    private const uint SnapshotFormat = 1;
+
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly PostgresKvStoreOptions _options;
+    private readonly ILogger _logger;
+    private readonly string _q;
+
+    private PostgresKvStore(NpgsqlDataSource dataSource, long groupId, PostgresKvStoreOptions options, ILogger logger)
+    {
+        _dataSource = dataSource;
+        GroupId = groupId;
+        _options = options;
+        _logger = logger;
+        _q = "\"" + options.Schema + "\"";
+    }
+
+    public long GroupId { get; }
+
+    /// <summary>Connects, creates the tables when missing and the group's row when new.</summary>
+    public static async Task<PostgresKvStore> OpenAsync(string connectionString, long groupId,
+        PostgresKvStoreOptions? options = null, ILogger? logger = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new PostgresKvStoreOptions();
+        options.Validate();
+        NpgsqlConnectionStringBuilder csb;
+        try
+        {
+            csb = new NpgsqlConnectionStringBuilder(connectionString);
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException or InvalidCastException)
+        {
+            throw new KvStoreException($"the PostgreSQL connection string is invalid: {e.Message}", e);
+        }
+        // An acknowledged write must survive a crash of the database server too.
+        csb.Options = (csb.Options is { Length: > 0 } o ? o + " " : "") + "-c synchronous_commit=on";
+        var dataSource = NpgsqlDataSource.Create(csb);
+        var store = new PostgresKvStore(dataSource, groupId, options, logger ?? NullLogger.Instance);
+        try
+        {
+            await store.MigrateAsync(cancellationToken).ConfigureAwait(false);
+            return store;
+        }
+        catch
+        {
+            await dataSource.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private async Task MigrateAsync(CancellationToken ct)
+    {
+        await using var conn = await _dataSource.OpenConnectionAsync(ct).ConfigureAwait(false);
+        await using var tx = await conn.BeginTransactionAsync(ct).ConfigureAwait(false);
+        // Processes opening the same database together create the tables once.
+        await ExecAsync(conn, tx, "SELECT pg_advisory_xact_lock(hashtext('raftv.kv.schema'))", ct).ConfigureAwait(false);
+        await ExecAsync(conn, tx, $"""
+            CREATE SCHEMA IF NOT EXISTS {_q};
+            CREATE TABLE IF NOT EXISTS {_q}.kv_schema (version int NOT NULL);
+            """, ct).ConfigureAwait(false);
+        int? version;
+        await using (var cmd = new NpgsqlCommand($"SELECT max(version) FROM {_q}.kv_schema", conn, tx))
+            version = await cmd.ExecuteScalarAsync(ct).ConfigureAwait(false) is int v ? v : null;
+        if (version > SchemaVersion)
+            throw new KvStoreException($"the key-value schema {_options.Schema} is at version {version}, newer than this raftv ({SchemaVersion}); upgrade raftv");
+        if (version is null)
+        {
+            await ExecAsync(conn, tx, $"""
+                CREATE TABLE {_q}.kv_groups (
+                    group_id         bigint PRIMARY KEY,
+                    revision         bigint NOT NULL DEFAULT 1,
+                    compact_revision bigint NOT NULL DEFAULT 0,
+                    applied_index    bigint NOT NULL DEFAULT 0,
+                    applied_term     bigint NOT NULL DEFAULT 0
+                );
+                CREATE TABLE {_q}.kv_keys (
+                    group_id        bigint NOT NULL,
+                    key             bytea  NOT NULL,
+                    create_revision bigint NOT NULL,
+                    mod_revision    bigint NOT NULL,
+                    version         bigint NOT NULL,
+                    value           bytea  NOT NULL,
+                    PRIMARY KEY (group_id, key)
+                );
+                CREATE TABLE {_q}.kv_applied_requests (
+                    group_id            bigint NOT NULL,
+                    request_id          bytea  NOT NULL,
+                    proposed_at_unix_ms bigint NOT NULL,
+                    applied_index       bigint NOT NULL,
+                    result              bytea  NOT NULL,
+                    PRIMARY KEY (group_id, request_id)
+                );
+                CREATE INDEX kv_applied_requests_age ON {_q}.kv_applied_requests (group_id, proposed_at_unix_ms);
+                INSERT INTO {_q}.kv_schema (version) VALUES ({SchemaVersion});
+                """, ct).ConfigureAwait(false);
+        }
+        await using (var cmd = new NpgsqlCommand($"INSERT INTO {_q}.kv_groups (group_id) VALUES ($1) ON CONFLICT DO NOTHING", conn, tx))
+        {
+            cmd.Parameters.Add(new() { Value = GroupId });
+            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
+        await tx.CommitAsync(ct).ConfigureAwait(false);
+    }
+
+    public async Task<KvStoreState> ReadStateAsync(CancellationToken cancellationToken = default)
+    {
+        await using var conn = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        return await ReadStateAsync(conn, null, forUpdate: false, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<KvStoreState> ReadStateAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, bool forUpdate, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand(
+            $"SELECT revision, compact_revision, applied_index, applied_term FROM {_q}.kv_groups WHERE group_id = $1{(forUpdate ? " FOR UPDATE" : "")}",
+            conn, tx);
+        cmd.Parameters.Add(new() { Value = GroupId });
+        await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        if (!await r.ReadAsync(ct).ConfigureAwait(false))
+            throw new KvStoreException($"key-value group {GroupId} has no row in {_options.Schema}.kv_groups");
+        return new KvStoreState(r.GetInt64(0), r.GetInt64(1), (ulong)r.GetInt64(2), (ulong)r.GetInt64(3));
+    }
+
+    // ---- applying committed entries -----------------------------------------------------
+
+    /// <summary>
+    /// Applies committed entries in one PostgreSQL transaction, together with the new applied index.
+    /// Entries at or below the applied index are skipped (a replay after a restart); the first new
+    /// entry must directly follow it, or nothing is applied and <see cref="KvStoreException"/> is thrown.
+    /// </summary>
+    public Task<IReadOnlyList<AppliedEntry>> ApplyAsync(IReadOnlyList<Entry> entries, CancellationToken cancellationToken = default) =>
+        ApplyAsync(entries, beforeCommit: null, cancellationToken);
+
+    /// <summary><paramref name="beforeCommit"/> runs inside the transaction just before it commits; tests throw from it to simulate a crash.</summary>
+    internal async Task<IReadOnlyList<AppliedEntry>> ApplyAsync(IReadOnlyList<Entry> entries,
+        Func<CancellationToken, Task>? beforeCommit, CancellationToken ct)
+    {
+        if (entries.Count == 0) return [];
+        await using var conn = await _dataSource.OpenConnectionAsync(ct).ConfigureAwait(false);
+        await using var tx = await conn.BeginTransactionAsync(IsolationLevel.ReadCommitted, ct).ConfigureAwait(false);
+        // The row lock makes appliers of one group take turns, even from two processes.
+        var state = await ReadStateAsync(conn, tx, forUpdate: true, ct).ConfigureAwait(false);
+        var view = new StateCursor(state.Revision, state.CompactRevision);
+        var applied = new List<AppliedEntry>(entries.Count);
+        var appliedIndex = state.AppliedIndex;
+        var appliedTerm = state.AppliedTerm;
+        long newestProposal = 0;
+
+        foreach (var entry in entries)
+        {
+            if (entry.Index <= appliedIndex) continue;
+            if (entry.Index != appliedIndex + 1)
+                throw new KvStoreException($"key-value group {GroupId}: entry {entry.Index} does not follow the applied index {appliedIndex}");
+            var result = await ApplyEntryAsync(conn, tx, view, entry, ct).ConfigureAwait(false);
+            applied.Add(result);
+            if (result.Command is { } c) newestProposal = Math.Max(newestProposal, c.ProposedAtUnixMs);
+            appliedIndex = entry.Index;
+            appliedTerm = entry.Term;
+        }
+        if (applied.Count == 0) return applied;
+
+        await using (var cmd = new NpgsqlCommand(
+                         $"UPDATE {_q}.kv_groups SET revision = $2, compact_revision = $3, applied_index = $4, applied_term = $5 WHERE group_id = $1",
+                         conn, tx))
+        {
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = view.Revision });
+            cmd.Parameters.Add(new() { Value = view.CompactRevision });
+            cmd.Parameters.Add(new() { Value = (long)appliedIndex });
+            cmd.Parameters.Add(new() { Value = (long)appliedTerm });
+            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
+        if (newestProposal > 0)
+        {
+            // Forget request ids older than the retention, on the log's clock. Lookups apply the same
+            // window, so when this runs does not change any decision.
+            await using var purge = new NpgsqlCommand(
+                $"DELETE FROM {_q}.kv_applied_requests WHERE group_id = $1 AND proposed_at_unix_ms < $2", conn, tx);
+            purge.Parameters.Add(new() { Value = GroupId });
+            purge.Parameters.Add(new() { Value = newestProposal - (long)_options.RequestIdRetention.TotalMilliseconds });
+            await purge.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
+        if (beforeCommit is not null) await beforeCommit(ct).ConfigureAwait(false);
+        await tx.CommitAsync(ct).ConfigureAwait(false);
+        return applied;
+    }
+
+    private sealed class StateCursor(long revision, long compactRevision)
+    {
+        public long Revision { get; set; } = revision;
+        public long CompactRevision { get; set; } = compactRevision;
+    }
+
+    private async Task<AppliedEntry> ApplyEntryAsync(NpgsqlConnection conn, NpgsqlTransaction tx, StateCursor cursor, Entry entry, CancellationToken ct)
+    {
+        if (!entry.Type.IsEntryNormal || entry.Data.Length == 0)
+            return new AppliedEntry(entry.Index, entry.Term, null, null, false);
+        KvCommand command;
+        try
+        {
+            command = KvCommand.Parser.ParseFrom(entry.Data);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            // Every replica reads the same bytes, so every replica answers the same error.
+            _logger.LogError("entry {Index} of group {GroupId} is not a key-value command: {Error}", entry.Index, GroupId, e.Message);
+            return new AppliedEntry(entry.Index, entry.Term, null,
+                new KvResult { Error = new KvError { Code = (int)Transport.Grpc.Wire.StatusCode.Internal, Message = "raftv: malformed key-value command in the log" } },
+                false);
+        }
+
+        if (!command.RequestId.IsEmpty)
+        {
+            var previous = await FindAppliedRequestAsync(conn, tx, command.RequestId, command.ProposedAtUnixMs, ct).ConfigureAwait(false);
+            if (previous is not null) return new AppliedEntry(entry.Index, entry.Term, command, previous, true);
+        }
+
+        var working = new MemoryKvState(cursor.Revision, cursor.CompactRevision);
+        foreach (var range in KvApplier.KeysTouched(command))
+            await LoadRangeAsync(conn, tx, range, working, ct).ConfigureAwait(false);
+        var (changes, result) = KvApplier.Apply(working, command, _options.MaxTxnOps);
+        await WriteChangesAsync(conn, tx, changes, ct).ConfigureAwait(false);
+        cursor.Revision = changes.Revision;
+        cursor.CompactRevision = changes.CompactRevision;
+
+        if (!command.RequestId.IsEmpty)
+        {
+            await using var cmd = new NpgsqlCommand(
+                $"""
+                 INSERT INTO {_q}.kv_applied_requests (group_id, request_id, proposed_at_unix_ms, applied_index, result)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (group_id, request_id) DO UPDATE
+                   SET proposed_at_unix_ms = EXCLUDED.proposed_at_unix_ms, applied_index = EXCLUDED.applied_index, result = EXCLUDED.result
+                 """, conn, tx);
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = command.RequestId.ToByteArray() });
+            cmd.Parameters.Add(new() { Value = command.ProposedAtUnixMs });
+            cmd.Parameters.Add(new() { Value = (long)entry.Index });
+            cmd.Parameters.Add(new() { Value = result.ToByteArray() });
+            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
+        return new AppliedEntry(entry.Index, entry.Term, command, result, false);
+    }
+
+    private async Task LoadRangeAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, KeyRange range, MemoryKvState into, CancellationToken ct)
+    {
+        if (range.IsEmpty) return;
+        var where = range.IsSingleKey ? "key = $2" : range.IsUnbounded ? "key >= $2" : "key >= $2 AND key < $3";
+        await using var cmd = new NpgsqlCommand(
+            $"SELECT key, create_revision, mod_revision, version, value FROM {_q}.kv_keys WHERE group_id = $1 AND {where} ORDER BY key",
+            conn, tx);
+        cmd.Parameters.Add(new() { Value = GroupId });
+        cmd.Parameters.Add(new() { Value = range.Start, NpgsqlDbType = NpgsqlDbType.Bytea });
+        if (!range.IsSingleKey && !range.IsUnbounded) cmd.Parameters.Add(new() { Value = range.End!, NpgsqlDbType = NpgsqlDbType.Bytea });
+        await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        while (await r.ReadAsync(ct).ConfigureAwait(false))
+            into.Load(ReadKeyValue(r));
+    }
+
+    private static KeyValue ReadKeyValue(NpgsqlDataReader r) => new()
+    {
+        Key = ByteString.CopyFrom(r.GetFieldValue<byte[]>(0)),
+        CreateRevision = r.GetInt64(1),
+        ModRevision = r.GetInt64(2),
+        Version = r.GetInt64(3),
+        Value = ByteString.CopyFrom(r.GetFieldValue<byte[]>(4)),
+    };
+
+    private async Task WriteChangesAsync(NpgsqlConnection conn, NpgsqlTransaction tx, KvChanges changes, CancellationToken ct)
+    {
+        var puts = changes.Writes.Where(w => w.Value is not null).Select(w => w.Value!).ToList();
+        var deletes = changes.Writes.Where(w => w.Value is null).Select(w => w.Key).ToArray();
+        if (deletes.Length > 0)
+        {
+            await using var cmd = new NpgsqlCommand($"DELETE FROM {_q}.kv_keys WHERE group_id = $1 AND key = ANY($2)", conn, tx);
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = deletes, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
+        if (puts.Count > 0)
+        {
+            await using var cmd = new NpgsqlCommand(
+                $"""
+                 INSERT INTO {_q}.kv_keys (group_id, key, create_revision, mod_revision, version, value)
+                 SELECT $1, * FROM unnest($2::bytea[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bytea[])
+                 ON CONFLICT (group_id, key) DO UPDATE SET create_revision = EXCLUDED.create_revision,
+                   mod_revision = EXCLUDED.mod_revision, version = EXCLUDED.version, value = EXCLUDED.value
+                 """, conn, tx);
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = puts.Select(p => p.Key.ToByteArray()).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+            cmd.Parameters.Add(new() { Value = puts.Select(p => p.CreateRevision).ToArray() });
+            cmd.Parameters.Add(new() { Value = puts.Select(p => p.ModRevision).ToArray() });
+            cmd.Parameters.Add(new() { Value = puts.Select(p => p.Version).ToArray() });
+            cmd.Parameters.Add(new() { Value = puts.Select(p => p.Value.ToByteArray()).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
+    }
+
+    // ---- request ids ----------------------------------------------------------------------
+
+    /// <summary>
+    /// The result of an applied request with this id, if it is within the retention measured back
+    /// from <paramref name="nowUnixMs"/>: a server answers a retry from here without proposing it.
+    /// </summary>
+    public async Task<KvResult?> FindAppliedRequestAsync(ByteString requestId, long nowUnixMs, CancellationToken cancellationToken = default)
+    {
+        await using var conn = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        return await FindAppliedRequestAsync(conn, null, requestId, nowUnixMs, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<KvResult?> FindAppliedRequestAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, ByteString requestId, long nowUnixMs, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand(
+            $"SELECT result FROM {_q}.kv_applied_requests WHERE group_id = $1 AND request_id = $2 AND proposed_at_unix_ms >= $3", conn, tx);
+        cmd.Parameters.Add(new() { Value = GroupId });
+        cmd.Parameters.Add(new() { Value = requestId.ToByteArray() });
+        cmd.Parameters.Add(new() { Value = nowUnixMs - (long)_options.RequestIdRetention.TotalMilliseconds });
+        return await cmd.ExecuteScalarAsync(ct).ConfigureAwait(false) is byte[] bytes ? KvResult.Parser.ParseFrom(bytes) : null;
+    }
+
+    // ---- reads -----------------------------------------------------------------------------
+
+    /// <summary>A Range over the applied state, from one consistent database snapshot.</summary>
+    public async Task<RangeResponse> RangeAsync(RangeRequest request, CancellationToken cancellationToken = default)
+    {
+        KvApplier.ValidateRange(request);
+        await using var conn = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var tx = await conn.BeginTransactionAsync(IsolationLevel.RepeatableRead, cancellationToken).ConfigureAwait(false);
+        var state = await ReadStateAsync(conn, tx, forUpdate: false, cancellationToken).ConfigureAwait(false);
+        var working = new MemoryKvState(state.Revision, state.CompactRevision);
+        await LoadRangeAsync(conn, tx, KeyRange.FromEtcd(request.Key, request.RangeEnd), working, cancellationToken).ConfigureAwait(false);
+        await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
+        return KvApplier.Range(working, request);
+    }
+
+    // ---- snapshots -------------------------------------------------------------------------
+
+    /// <summary>
+    /// Writes the whole state of the group (keys, revisions, applied index, remembered request ids)
+    /// to <paramref name="output"/>, from one consistent database snapshot.
+    /// </summary>
+    public async Task<KvSnapshotHeader> ExportSnapshotAsync(Stream output, CancellationToken cancellationToken = default)
+    {
+        var ct = cancellationToken;
+        await using var conn = await _dataSource.OpenConnectionAsync(ct).ConfigureAwait(false);
+        await using var tx = await conn.BeginTransactionAsync(IsolationLevel.RepeatableRead, ct).ConfigureAwait(false);
+        var state = await ReadStateAsync(conn, tx, forUpdate: false, ct).ConfigureAwait(false);
+        long keyCount, dedupCount;
+        await using (var cmd = new NpgsqlCommand(
+                         $"SELECT (SELECT count(*) FROM {_q}.kv_keys WHERE group_id = $1), (SELECT count(*) FROM {_q}.kv_applied_requests WHERE group_id = $1)",
+                         conn, tx))
+        {
+            cmd.Parameters.Add(new() { Value = GroupId });
+            await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+            await r.ReadAsync(ct).ConfigureAwait(false);
+            (keyCount, dedupCount) = (r.GetInt64(0), r.GetInt64(1));
+        }
+        var header = new KvSnapshotHeader
+        {
+            FormatVersion = SnapshotFormat,
+            Revision = state.Revision,
+            CompactRevision = state.CompactRevision,
+            AppliedIndex = state.AppliedIndex,
+            AppliedTerm = state.AppliedTerm,
+            KeyCount = keyCount,
+            DedupCount = dedupCount,
+        };
+        await DelimitedRecords.WriteAsync(output, header, ct).ConfigureAwait(false);
+        await using (var cmd = new NpgsqlCommand(
+                         $"SELECT key, create_revision, mod_revision, version, value FROM {_q}.kv_keys WHERE group_id = $1 ORDER BY key", conn, tx))
+        {
+            cmd.Parameters.Add(new() { Value = GroupId });
+            await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+            while (await r.ReadAsync(ct).ConfigureAwait(false))
+                await DelimitedRecords.WriteAsync(output, ReadKeyValue(r), ct).ConfigureAwait(false);
+        }
+        await using (var cmd = new NpgsqlCommand(
+                         $"SELECT request_id, proposed_at_unix_ms, result FROM {_q}.kv_applied_requests WHERE group_id = $1 ORDER BY request_id", conn, tx))
+        {
+            cmd.Parameters.Add(new() { Value = GroupId });
+            await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+            while (await r.ReadAsync(ct).ConfigureAwait(false))
+            {
+                await DelimitedRecords.WriteAsync(output, new AppliedRequest
+                {
+                    RequestId = ByteString.CopyFrom(r.GetFieldValue<byte[]>(0)),
+                    ProposedAtUnixMs = r.GetInt64(1),
+                    Result = KvResult.Parser.ParseFrom(r.GetFieldValue<byte[]>(2)),
+                }, ct).ConfigureAwait(false);
+            }
+        }
+        await tx.CommitAsync(ct).ConfigureAwait(false);
+        return header;
+    }
+
+    /// <summary>
+    /// Replaces the group's whole state with the snapshot read from <paramref name="input"/>, in one
+    /// transaction: a truncated or malformed stream changes nothing. A snapshot older than the
+    /// applied state is refused, since installing it would undo applied entries.
+    /// </summary>
+    public async Task<KvSnapshotHeader> ImportSnapshotAsync(Stream input, CancellationToken cancellationToken = default)
+    {
+        var ct = cancellationToken;
+        var header = await DelimitedRecords.ReadAsync(input, KvSnapshotHeader.Parser, MaxSnapshotRecord, ct).ConfigureAwait(false);
+        if (header.FormatVersion != SnapshotFormat)
+            throw new KvStoreException($"key-value snapshot format {header.FormatVersion} is not the supported format {SnapshotFormat}");
+        if (header.KeyCount < 0 || header.DedupCount < 0 || header.Revision < 1)
+            throw new KvStoreException("key-value snapshot header is invalid");
+
+        await using var conn = await _dataSource.OpenConnectionAsync(ct).ConfigureAwait(false);
+        await using var tx = await conn.BeginTransactionAsync(IsolationLevel.ReadCommitted, ct).ConfigureAwait(false);
+        var state = await ReadStateAsync(conn, tx, forUpdate: true, ct).ConfigureAwait(false);
+        if (header.AppliedIndex < state.AppliedIndex)
+            throw new KvStoreException(
+                $"key-value snapshot at index {header.AppliedIndex} is older than the applied index {state.AppliedIndex} of group {GroupId}");
+        await using (var del = new NpgsqlCommand(
+                         $"DELETE FROM {_q}.kv_keys WHERE group_id = $1; DELETE FROM {_q}.kv_applied_requests WHERE group_id = $1", conn, tx))
+        {
+            del.Parameters.Add(new() { Value = GroupId });
+            await del.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
+
+        await using (var copy = await conn.BeginBinaryImportAsync(
+                         $"COPY {_q}.kv_keys (group_id, key, create_revision, mod_revision, version, value) FROM STDIN (FORMAT BINARY)", ct).ConfigureAwait(false))
+        {
+            for (long i = 0; i < header.KeyCount; i++)
+            {
+                var kv = await DelimitedRecords.ReadAsync(input, KeyValue.Parser, MaxSnapshotRecord, ct).ConfigureAwait(false);
+                if (kv.Key.IsEmpty || kv.ModRevision > header.Revision || kv.Version < 1)
+                    throw new KvStoreException($"key-value snapshot record {i} is invalid");
+                await copy.StartRowAsync(ct).ConfigureAwait(false);
+                await copy.WriteAsync(GroupId, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                await copy.WriteAsync(kv.Key.ToByteArray(), NpgsqlDbType.Bytea, ct).ConfigureAwait(false);
+                await copy.WriteAsync(kv.CreateRevision, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                await copy.WriteAsync(kv.ModRevision, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                await copy.WriteAsync(kv.Version, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                await copy.WriteAsync(kv.Value.ToByteArray(), NpgsqlDbType.Bytea, ct).ConfigureAwait(false);
+            }
+            await copy.CompleteAsync(ct).ConfigureAwait(false);
+        }
+        await using (var copy = await conn.BeginBinaryImportAsync(
+                         $"COPY {_q}.kv_applied_requests (group_id, request_id, proposed_at_unix_ms, applied_index, result) FROM STDIN (FORMAT BINARY)", ct).ConfigureAwait(false))
+        {
+            for (long i = 0; i < header.DedupCount; i++)
+            {
+                var req = await DelimitedRecords.ReadAsync(input, AppliedRequest.Parser, MaxSnapshotRecord, ct).ConfigureAwait(false);
+                await copy.StartRowAsync(ct).ConfigureAwait(false);
+                await copy.WriteAsync(GroupId, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                await copy.WriteAsync(req.RequestId.ToByteArray(), NpgsqlDbType.Bytea, ct).ConfigureAwait(false);
+                await copy.WriteAsync(req.ProposedAtUnixMs, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                await copy.WriteAsync((long)header.AppliedIndex, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                await copy.WriteAsync((req.Result ?? new KvResult()).ToByteArray(), NpgsqlDbType.Bytea, ct).ConfigureAwait(false);
+            }
+            await copy.CompleteAsync(ct).ConfigureAwait(false);
+        }
+        await using (var cmd = new NpgsqlCommand(
+                         $"UPDATE {_q}.kv_groups SET revision = $2, compact_revision = $3, applied_index = $4, applied_term = $5 WHERE group_id = $1",
+                         conn, tx))
+        {
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = header.Revision });
+            cmd.Parameters.Add(new() { Value = header.CompactRevision });
+            cmd.Parameters.Add(new() { Value = (long)header.AppliedIndex });
+            cmd.Parameters.Add(new() { Value = (long)header.AppliedTerm });
+            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
+        await tx.CommitAsync(ct).ConfigureAwait(false);
+        _logger.LogInformation("installed key-value snapshot of group {GroupId} at index {Index}: {Keys} keys, revision {Revision}",
+            GroupId, header.AppliedIndex, header.KeyCount, header.Revision);
+        return header;
+    }
+
+    private static async Task ExecAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string sql, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand(sql, conn, tx);
+        await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+    }
+
+    public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
+}
