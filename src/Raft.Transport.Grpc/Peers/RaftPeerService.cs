@@ -1,0 +1,137 @@
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Raft.Transport.Grpc.Wire;
+using Pb = Raft.Transport.Grpc.Protos;
+
+namespace Raft.Transport.Grpc.Peers;
+
+/// <summary>
+/// The receiving side of the Raft transport: serves RaftPeer, refusing (and counting) batches
+/// from another cluster, from non-members and messages not addressed to this node, and hands
+/// the rest to the <see cref="IRaftMessageSink"/>.
+/// </summary>
+public sealed class RaftPeerService(ulong clusterId, ulong nodeId, IRaftMessageSink sink, long maxSnapshotBytes = 8L << 30,
+    ILogger? logger = null)
+{
+    private readonly ILogger _logger = logger ?? NullLogger.Instance;
+    private long _refusedForeignCluster;
+    private long _refusedNonMember;
+    private long _refusedMalformed;
+    private long _accepted;
+
+    public long RefusedForeignCluster => Interlocked.Read(ref _refusedForeignCluster);
+    public long RefusedNonMember => Interlocked.Read(ref _refusedNonMember);
+    public long RefusedMalformed => Interlocked.Read(ref _refusedMalformed);
+    public long AcceptedMessages => Interlocked.Read(ref _accepted);
+
+    public GrpcServiceRegistry Register(GrpcServiceRegistry registry) => registry
+        .AddDuplexStreaming(RaftPeerMethods.Stream, StreamAsync)
+        .AddClientStreaming(RaftPeerMethods.SendSnapshot, ReceiveSnapshotAsync)
+        .AddUnary(RaftPeerMethods.Probe, (request, _) =>
+            request.ClusterId == clusterId
+                ? Task.FromResult(new Pb.ProbeResponse { ClusterId = clusterId, NodeId = nodeId })
+                : throw new GrpcCallException(StatusCode.FailedPrecondition,
+                    $"node {nodeId} belongs to cluster {clusterId:x}, not {request.ClusterId:x}"));
+
+    private async Task StreamAsync(IAsyncEnumerable<Pb.MessageBatch> batches, IGrpcStreamWriter<Pb.Ack> acks, GrpcServerCallContext context)
+    {
+        await foreach (var batch in batches.ConfigureAwait(false))
+        {
+            if (Refusal(batch.ClusterId, batch.SenderId, batch.Messages) is { } reason)
+            {
+                await acks.WriteAsync(new Pb.Ack { RefusedReason = reason }, context.CancellationToken).ConfigureAwait(false);
+                continue;
+            }
+            var messages = new List<Spec.Message>(batch.Messages.Count);
+            try
+            {
+                foreach (var m in batch.Messages) messages.Add(RaftWireMapping.FromWire(m));
+            }
+            catch (RaftWireFormatException e)
+            {
+                Interlocked.Increment(ref _refusedMalformed);
+                await acks.WriteAsync(new Pb.Ack { RefusedReason = $"malformed message: {e.Message}" }, context.CancellationToken).ConfigureAwait(false);
+                continue;
+            }
+            await sink.DeliverAsync(batch.SenderId, messages, context.CancellationToken).ConfigureAwait(false);
+            Interlocked.Add(ref _accepted, messages.Count);
+            await acks.WriteAsync(new Pb.Ack { Accepted = (uint)messages.Count }, context.CancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private async Task<Pb.SnapshotResult> ReceiveSnapshotAsync(IAsyncEnumerable<Pb.SnapshotChunk> chunks, GrpcServerCallContext context)
+    {
+        Pb.SnapshotChunk? first = null;
+        byte[]? data = null;
+        ulong received = 0;
+        await foreach (var chunk in chunks.ConfigureAwait(false))
+        {
+            if (first is null)
+            {
+                first = chunk;
+                if (chunk.Message is null) return Refused("the first snapshot chunk carries no MsgSnap message");
+                if (Refusal(chunk.ClusterId, chunk.SenderId, [chunk.Message]) is { } reason) return Refused(reason);
+                if (chunk.TotalSize > (ulong)Math.Min(maxSnapshotBytes, Array.MaxLength))
+                    return Refused($"snapshot of {chunk.TotalSize} bytes exceeds the limit of {Math.Min(maxSnapshotBytes, Array.MaxLength)} bytes");
+                data = new byte[chunk.TotalSize];
+            }
+            if (chunk.Offset != received || received + (ulong)chunk.Data.Length > (ulong)data!.Length)
+                return Refused($"snapshot chunk at offset {chunk.Offset} with {chunk.Data.Length} bytes does not follow byte {received} of {data!.Length}");
+            chunk.Data.Span.CopyTo(data.AsSpan((int)received));
+            received += (ulong)chunk.Data.Length;
+        }
+        if (first is null) return Refused("no snapshot chunk received");
+        if (received != (ulong)data!.Length) return Refused($"snapshot ended after {received} of {data.Length} bytes");
+
+        Spec.Message message;
+        try
+        {
+            var wire = first.Message.Clone();
+            wire.Snapshot ??= new Pb.Snapshot();
+            wire.Snapshot.Data = UnsafeByteOperations.UnsafeWrap(data);
+            message = RaftWireMapping.FromWire(wire);
+        }
+        catch (RaftWireFormatException e)
+        {
+            Interlocked.Increment(ref _refusedMalformed);
+            return Refused($"malformed MsgSnap: {e.Message}");
+        }
+        try
+        {
+            await sink.DeliverSnapshotAsync(first.SenderId, message, context.CancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _logger.LogWarning(e, "Snapshot from node {Sender} was not taken", first.SenderId);
+            return Refused($"the receiving node did not take the snapshot: {e.Message}");
+        }
+        Interlocked.Increment(ref _accepted);
+        return new Pb.SnapshotResult { Accepted = true };
+    }
+
+    /// <summary>Why a batch must be refused, or null; refusals are counted and logged.</summary>
+    private string? Refusal(ulong batchCluster, ulong sender, IEnumerable<Pb.Message> messages)
+    {
+        string? reason = null;
+        if (batchCluster != clusterId)
+        {
+            Interlocked.Increment(ref _refusedForeignCluster);
+            reason = $"cluster {batchCluster:x} is not this node's cluster {clusterId:x}";
+        }
+        else if (!sink.IsMember(sender))
+        {
+            Interlocked.Increment(ref _refusedNonMember);
+            reason = $"node {sender} is not a member of cluster {clusterId:x}";
+        }
+        else if (messages.FirstOrDefault(m => m.To != nodeId || m.From != sender) is { } stray)
+        {
+            Interlocked.Increment(ref _refusedMalformed);
+            reason = $"message from {stray.From} to {stray.To} in a batch from node {sender} to node {nodeId}";
+        }
+        if (reason is not null) _logger.LogWarning("Refused messages from node {Sender}: {Reason}", sender, reason);
+        return reason;
+    }
+
+    private static Pb.SnapshotResult Refused(string reason) => new() { Accepted = false, Error = reason };
+}

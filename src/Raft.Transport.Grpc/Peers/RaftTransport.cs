@@ -1,0 +1,261 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Raft.Spec;
+using Raft.Transport.Grpc.Wire;
+using Pb = Raft.Transport.Grpc.Protos;
+
+namespace Raft.Transport.Grpc.Peers;
+
+/// <summary>Settings of the sending side of the Raft transport.</summary>
+public sealed record RaftTransportOptions
+{
+    public required ulong ClusterId { get; init; }
+    public required ulong NodeId { get; init; }
+
+    /// <summary>Messages waiting for one peer; beyond it new messages are dropped and the peer reported unreachable.</summary>
+    public int QueueCapacity { get; init; } = 4096;
+
+    /// <summary>Most messages sent in one batch.</summary>
+    public int MaxBatchMessages { get; init; } = 256;
+
+    public TimeSpan ReconnectDelayMin { get; init; } = TimeSpan.FromMilliseconds(50);
+    public TimeSpan ReconnectDelayMax { get; init; } = TimeSpan.FromSeconds(5);
+    public int SnapshotChunkBytes { get; init; } = 1024 * 1024;
+
+    public void Validate()
+    {
+        if (NodeId == 0) throw new ArgumentException("NodeId must not be 0 (0 means no node in Raft)");
+        if (QueueCapacity <= 0) throw new ArgumentException($"QueueCapacity must be positive, not {QueueCapacity}");
+        if (MaxBatchMessages <= 0) throw new ArgumentException($"MaxBatchMessages must be positive, not {MaxBatchMessages}");
+        if (ReconnectDelayMin <= TimeSpan.Zero || ReconnectDelayMax < ReconnectDelayMin)
+            throw new ArgumentException($"reconnect delays must satisfy 0 < min ({ReconnectDelayMin}) <= max ({ReconnectDelayMax})");
+        if (SnapshotChunkBytes <= 0) throw new ArgumentException($"SnapshotChunkBytes must be positive, not {SnapshotChunkBytes}");
+    }
+}
+
+/// <summary>
+/// The sending side of the Raft transport: per peer, a bounded queue drained by one long-lived
+/// RaftPeer.Stream call that sends messages in batches and reconnects with backoff. Sending
+/// never blocks Raft: a full queue drops the message and reports the peer unreachable (Raft
+/// retransmits). Snapshots go on their own calls, in chunks, and report success or failure.
+/// </summary>
+public sealed class RaftTransport : IAsyncDisposable
+{
+    private readonly RaftTransportOptions _options;
+    private readonly Action<ulong> _onUnreachable;
+    private readonly Action<ulong, bool> _onSnapshotStatus;
+    private readonly ILogger _logger;
+    private readonly ConcurrentDictionary<ulong, Peer> _peers = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private long _dropped;
+
+    /// <param name="onUnreachable">A peer's message was dropped or its stream failed (etcd's ReportUnreachable).</param>
+    /// <param name="onSnapshotStatus">A snapshot to a peer was taken (true) or not (false) (etcd's ReportSnapshot).</param>
+    public RaftTransport(RaftTransportOptions options, Action<ulong> onUnreachable, Action<ulong, bool> onSnapshotStatus, ILogger? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _options = options;
+        _onUnreachable = onUnreachable;
+        _onSnapshotStatus = onSnapshotStatus;
+        _logger = logger ?? NullLogger.Instance;
+    }
+
+    /// <summary>Messages dropped because a queue was full or the peer unknown.</summary>
+    public long DroppedMessages => Interlocked.Read(ref _dropped);
+
+    public void AddPeer(ulong peerId, GrpcClientOptions address)
+    {
+        var peer = new Peer(this, peerId, new GrpcClient(address));
+        if (!_peers.TryAdd(peerId, peer))
+        {
+            peer.Client.Dispose();
+            throw new ArgumentException($"peer {peerId} is already added", nameof(peerId));
+        }
+        peer.Start();
+    }
+
+    public async Task RemovePeerAsync(ulong peerId)
+    {
+        if (_peers.TryRemove(peerId, out var peer)) await peer.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Queues a message for its peer (message.To). MsgSnap goes on its own call. Returns false
+    /// when the message was dropped (the peer is then reported unreachable).
+    /// </summary>
+    public bool Send(Message message)
+    {
+        if (!_peers.TryGetValue(message.To, out var peer))
+        {
+            Interlocked.Increment(ref _dropped);
+            _onUnreachable(message.To);
+            return false;
+        }
+        if (message.Type.IsMsgSnap)
+        {
+            peer.StartSnapshot(message);
+            return true;
+        }
+        if (peer.Queue.Writer.TryWrite(message)) return true;
+        Interlocked.Increment(ref _dropped);
+        _onUnreachable(message.To);
+        return false;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        foreach (var peer in _peers.Values) await peer.DisposeAsync().ConfigureAwait(false);
+        _peers.Clear();
+        _stopping.Dispose();
+    }
+
+    private sealed class Peer(RaftTransport transport, ulong id, GrpcClient client) : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _stop = CancellationTokenSource.CreateLinkedTokenSource(transport._stopping.Token);
+        private readonly ConcurrentDictionary<Task, byte> _snapshots = new();
+        private Task _sender = Task.CompletedTask;
+
+        public GrpcClient Client { get; } = client;
+
+        public Channel<Message> Queue { get; } = Channel.CreateBounded<Message>(new BoundedChannelOptions(transport._options.QueueCapacity)
+        {
+            FullMode = BoundedChannelFullMode.Wait, // TryWrite then fails at once: the message is dropped, never waited for
+            SingleReader = true,
+        });
+
+        public void Start() => _sender = Task.Run(SendLoopAsync);
+
+        private async Task SendLoopAsync()
+        {
+            var options = transport._options;
+            var delay = options.ReconnectDelayMin;
+            var token = _stop.Token;
+            while (!token.IsCancellationRequested)
+            {
+                try
+                {
+                    // Connect lazily: an idle peer holds no call open.
+                    if (!await Queue.Reader.WaitToReadAsync(token).ConfigureAwait(false)) return;
+                    await using var call = Client.StartDuplexStreaming(RaftPeerMethods.Stream);
+                    var acks = ReadAcksAsync(call, token);
+                    while (true)
+                    {
+                        var batch = new Pb.MessageBatch { ClusterId = options.ClusterId, SenderId = options.NodeId };
+                        while (batch.Messages.Count < options.MaxBatchMessages && Queue.Reader.TryRead(out var message))
+                            batch.Messages.Add(RaftWireMapping.ToWire(message));
+                        if (batch.Messages.Count > 0)
+                        {
+                            await call.WriteAsync(batch, token).ConfigureAwait(false);
+                            delay = options.ReconnectDelayMin; // the stream works
+                        }
+                        var more = Queue.Reader.WaitToReadAsync(token).AsTask();
+                        if (await Task.WhenAny(more, acks).ConfigureAwait(false) == acks)
+                        {
+                            await acks.ConfigureAwait(false); // the stream ended: throws its status
+                            throw new GrpcCallException(StatusCode.Unavailable, $"peer {id} ended the message stream");
+                        }
+                        if (!await more.ConfigureAwait(false)) return;
+                    }
+                }
+                catch (OperationCanceledException) when (token.IsCancellationRequested)
+                {
+                    return;
+                }
+                catch (Exception e)
+                {
+                    if (token.IsCancellationRequested) return;
+                    transport._logger.LogWarning("Message stream to peer {Peer} failed, retrying in {Delay}: {Error}", id, delay, e.Message);
+                    transport._onUnreachable(id);
+                    try
+                    {
+                        await Task.Delay(delay, token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
+                    }
+                    delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, options.ReconnectDelayMax.Ticks));
+                }
+            }
+        }
+
+        private async Task ReadAcksAsync(GrpcClientCall<Pb.MessageBatch, Pb.Ack> call, CancellationToken token)
+        {
+            string? lastRefusal = null;
+            await foreach (var ack in call.ReadAllAsync(token).ConfigureAwait(false))
+            {
+                if (ack.RefusedReason.Length == 0 || ack.RefusedReason == lastRefusal) continue;
+                lastRefusal = ack.RefusedReason;
+                transport._logger.LogWarning("Peer {Peer} refused our messages: {Reason}", id, ack.RefusedReason);
+            }
+        }
+
+        public void StartSnapshot(Message message)
+        {
+            var task = Task.Run(async () =>
+            {
+                var ok = false;
+                try
+                {
+                    ok = await SendSnapshotAsync(message, _stop.Token).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is GrpcCallException or OperationCanceledException)
+                {
+                    transport._logger.LogWarning("Snapshot to peer {Peer} failed: {Error}", id, e.Message);
+                }
+                transport._onSnapshotStatus(id, ok);
+            });
+            _snapshots.TryAdd(task, 0);
+            task.ContinueWith(t => _snapshots.TryRemove(t, out _), TaskScheduler.Default);
+        }
+
+        private async Task<bool> SendSnapshotAsync(Message message, CancellationToken token)
+        {
+            var options = transport._options;
+            var snapshot = message.Snapshot?.Value ?? throw new ArgumentException("MsgSnap without a snapshot");
+            var data = snapshot.Data;
+            // The message travels once, without its data; the data follows in chunks.
+            var header = RaftWireMapping.ToWire(message);
+            header.Snapshot.Data = ByteString.Empty;
+            await using var call = Client.StartClientStreaming(RaftPeerMethods.SendSnapshot, new GrpcCallOptions(CancellationToken: token));
+            var offset = 0;
+            do
+            {
+                var length = Math.Min(options.SnapshotChunkBytes, data.Length - offset);
+                var chunk = new Pb.SnapshotChunk
+                {
+                    ClusterId = options.ClusterId,
+                    SenderId = options.NodeId,
+                    Offset = (ulong)offset,
+                    Data = UnsafeByteOperations.UnsafeWrap(data.AsMemory(offset, length)),
+                };
+                if (offset == 0)
+                {
+                    chunk.Message = header;
+                    chunk.TotalSize = (ulong)data.Length;
+                }
+                await call.WriteAsync(chunk, token).ConfigureAwait(false);
+                offset += length;
+            } while (offset < data.Length);
+            await call.CompleteRequestAsync().ConfigureAwait(false);
+            var result = await call.ReadResponseAsync(token).ConfigureAwait(false);
+            if (!result.Accepted) transport._logger.LogWarning("Peer {Peer} refused a snapshot: {Reason}", id, result.Error);
+            return result.Accepted;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _stop.CancelAsync().ConfigureAwait(false);
+            Queue.Writer.TryComplete();
+            await _sender.ConfigureAwait(false);
+            await Task.WhenAll(_snapshots.Keys).ConfigureAwait(false);
+            Client.Dispose();
+            _stop.Dispose();
+        }
+    }
+}
