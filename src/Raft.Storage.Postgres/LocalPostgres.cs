@@ -222,9 +222,12 @@ public sealed class LocalPostgres : IAsyncDisposable
     }
 
     /// <summary>Starts a stopped server again on the same port and data.</summary>
-    public async Task RestartAsync(CancellationToken cancellationToken = default)
+    public Task RestartAsync(CancellationToken cancellationToken = default) => RestartAsync(immediate: false, cancellationToken);
+
+    /// <summary>Stops the server (<paramref name="immediate"/>: crash-like, recovery at start) and starts it again.</summary>
+    public async Task RestartAsync(bool immediate, CancellationToken cancellationToken = default)
     {
-        await StopAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        await StopAsync(immediate, cancellationToken).ConfigureAwait(false);
         await StartServerAsync(cancellationToken).ConfigureAwait(false);
         _stopped = false;
         await WaitReadyAndCreateDatabaseAsync(cancellationToken).ConfigureAwait(false);

@@ -18,6 +18,8 @@ public static class RaftvCli
         new("pg", "start or stop a private PostgreSQL server (used by ./test.sh and ./raftv up)",
             "raftv pg start --data DIR [--port P] [--database NAME] [--no-sync]\n  raftv pg stop --data DIR [--destroy]",
             Postgres),
+        new("bench", "print performance figures (storage: PostgreSQL Raft storage write and read paths)",
+            "raftv bench storage [--seconds N] [--connection CONNSTRING]", Bench),
     ];
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
@@ -120,5 +122,18 @@ public static class RaftvCli
             default:
                 throw new CommandArgsException($"unknown pg verb '{verb}'");
         }
+    }
+
+    private static async Task<int> Bench(CommandArgs args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
+        var seconds = args.IntOption("--seconds") ?? 3;
+        if (seconds < 1) throw new CommandArgsException("--seconds must be at least 1");
+        var connection = args.Option("--connection");
+        var what = args.Positional("what to measure (storage)");
+        args.EnsureNoneLeft();
+        if (what != "storage") throw new CommandArgsException($"unknown benchmark '{what}'");
+        await Raft.Storage.Postgres.Benchmarks.StorageBenchmark.RunAsync(
+            new(TimeSpan.FromSeconds(seconds), connection), stdout, cancellationToken: ct);
+        return 0;
     }
 }
