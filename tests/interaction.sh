@@ -7,7 +7,8 @@
 #                  from both expected and actual output before comparing
 #   --diff         show the first differences of each failing file
 #   --rewrite      print each file with the actual outputs in place of the expected ones
-#   --all          every file under ../shared/etcd-raft-testdata/interaction
+#   --all          every file under ../shared/etcd-raft-testdata/interaction and
+#                  tests/interaction/scenarios
 #
 # Prints "PASS path" or "FAIL path" per file, then "N passed, N failed"; exits 0 only when
 # every file passed. Builds the runner (Release) first when it is missing or older than its
@@ -16,6 +17,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PROJ="$ROOT/tests/interaction/Raft.Interaction.Runner/Raft.Interaction.Runner.fsproj"
 SUITE="$ROOT/../shared/etcd-raft-testdata/interaction"
+SCENARIOS="$ROOT/tests/interaction/scenarios"
 
 args=()
 for a in "$@"; do
@@ -24,7 +26,7 @@ for a in "$@"; do
     --all)
       # Expanded here so that the runner works from any build output location.
       if [[ ! -d "$SUITE" ]]; then echo "interaction.sh: no suite at $SUITE" >&2; exit 2; fi
-      for f in "$SUITE"/*.txt; do [[ -f "$f" ]] && args+=("$(cd "$(dirname "$f")" && pwd)/$(basename "$f")"); done ;;
+      for f in "$SUITE"/*.txt "$SCENARIOS"/*.txt; do [[ -f "$f" ]] && args+=("$(cd "$(dirname "$f")" && pwd)/$(basename "$f")"); done ;;
     *) args+=("$a") ;;
   esac
 done

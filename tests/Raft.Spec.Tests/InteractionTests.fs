@@ -12,6 +12,23 @@ let files () = suiteFiles "interaction"
 let ``etcd interaction file`` (file: string) =
     Interaction.runFile (System.IO.Path.Combine(etcdTestdataDir "interaction", file))
 
+/// Our own interaction scenarios (tests/interaction/scenarios), in the same format and with
+/// etcd-raft's outputs: elections, pre-vote and check-quorum, transfers, conf changes,
+/// snapshots, flow control, async storage writes.
+let scenarioDir () =
+    System.IO.Path.Combine(repoRoot (), "tests", "interaction", "scenarios")
+
+let scenarios () : seq<obj[]> =
+    System.IO.Directory.GetFiles(scenarioDir (), "*.txt")
+    |> Array.map (fun path -> System.IO.Path.GetFileName path |> string)
+    |> Array.sort
+    |> Seq.map (fun f -> [| f :> obj |])
+
+[<Theory>]
+[<MemberData(nameof scenarios)>]
+let ``interaction scenario`` (file: string) =
+    Interaction.runFile (System.IO.Path.Combine(scenarioDir (), file))
+
 // ---- the harness's own outputs (independent of the node's behaviour) ------------------------
 
 /// Runs directives given as "cmd args\ninput" texts and returns each output.
