@@ -208,6 +208,17 @@ let messageWith (format: EntryFormatter) (m: Message) : string =
 let message (m: Message) : string = messageWith defaultFormatter m
 
 /// etcd's DescribeConfChange: transition and changes spelled out, for log lines.
+/// Go's %v of a raftpb.ConfState (protobuf's one-line text form), as etcd prints it in log
+/// lines: one "name:value" per element of each repeated field in field-number order, then
+/// auto_leave, which etcd always sets.
+let confStateProtoText (cs: ConfState) : string =
+    [ yield! cs.Voters |> List.map (sprintf "voters:%d")
+      yield! cs.Learners |> List.map (sprintf "learners:%d")
+      yield! cs.VotersOutgoing |> List.map (sprintf "voters_outgoing:%d")
+      yield! cs.LearnersNext |> List.map (sprintf "learners_next:%d")
+      sprintf "auto_leave:%b" cs.AutoLeave ]
+    |> String.concat " "
+
 let confChange (cc: ConfChangeV2) : string =
     let transition =
         match cc.Transition with

@@ -550,7 +550,7 @@ module Raft =
             if not isMember then
                 warn
                     (sprintf "%s attempted to restore snapshot but it is not in the ConfState %s; should never happen"
-                        (hex r.Id) (describeConfState cs))
+                        (hex r.Id) (Describe.confStateProtoText cs))
                     r,
                 false
             else
