@@ -78,6 +78,8 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
             throw new PostgresStorageException(PostgresStorageErrorKind.InvalidConnectionString,
                 "the PostgreSQL connection string names no Host.");
         var where = new NpgsqlConnectionStringBuilder { Host = csb.Host, Port = csb.Port, Database = csb.Database, Username = csb.Username };
+        // The same few statements run for every save: prepared once per connection, they skip parsing and planning.
+        if (csb.MaxAutoPrepare == 0) csb.MaxAutoPrepare = 32;
         if (options.ForceSynchronousCommit)
             csb.Options = (csb.Options is { Length: > 0 } o ? o + " " : "") + "-c synchronous_commit=on";
 

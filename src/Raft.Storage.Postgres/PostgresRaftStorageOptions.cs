@@ -2,7 +2,7 @@ using System.Text.RegularExpressions;
 
 namespace Raft.Storage.Postgres;
 
-/// <summary>How entries reach PostgreSQL. <see cref="Unnest"/> won the measurement (docs/storage-postgres.md);
+/// <summary>How entries reach PostgreSQL. <see cref="Unnest"/> is the default, chosen by measurement (docs/storage-postgres.md);
 /// the others stay selectable so the benchmark can compare them on any machine.</summary>
 public enum EntryWriteMethod
 {
