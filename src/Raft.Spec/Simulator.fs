@@ -82,7 +82,9 @@ module Fault =
             (Ok Set.empty)
 
     let listText (faults: Set<Fault>) =
-        if faults.IsEmpty then "none" else faults |> Seq.map name |> String.concat ","
+        if faults.IsEmpty then "none"
+        elif faults = Set.ofList all then "all"
+        else faults |> Seq.map name |> String.concat ","
 
 /// Deliberate bugs of the environment, off by default: tests turn them on to show that the
 /// invariant checks catch what they are meant to catch.
@@ -264,6 +266,10 @@ module SimOptions =
           CheckInvariants = true
           Mutants = Set.empty }
 
+    let withTracing (on: bool) (o: SimOptions) = { o with Tracing = on }
+
+    let withMutant (m: Mutant) (o: SimOptions) = { o with Mutants = Set.add m o.Mutants }
+
 /// One simulated node: the RawNode, the storage it writes to, and the application's state.
 [<NoComparison; NoEquality>]
 type SimNode =
@@ -382,6 +388,9 @@ module Simulator =
     let private nodeIndex (sim: Sim) (n: int) = ((n % sim.Nodes.Length) + sim.Nodes.Length) % sim.Nodes.Length
 
     let private pickIndex (count: int) (p: int) = ((p % count) + count) % count
+
+    /// Ids as etcd prints a set of them: "(1 2 3)".
+    let private idsText (ids: uint64 seq) = "(" + String.Join(" ", ids) + ")"
 
     let private setNode (idx: int) (n: SimNode) (sim: Sim) = { sim with Nodes = Array.updateAt idx n sim.Nodes }
 
@@ -863,8 +872,8 @@ module Simulator =
             Error(
                 "CommittedIsDurable",
                 sprintf
-                    "entry %d (term %d), committed at term %d in config %A, is durable only on %A"
-                    r.Index r.Term r.LeaderTerm (SpecConfig.voters r.Config |> Set.toList) (Array.toList holders)
+                    "entry %d (term %d), committed at term %d with voters %s, is durable only on %s"
+                    r.Index r.Term r.LeaderTerm (idsText (SpecConfig.voters r.Config)) (idsText holders)
             )
 
     let private checkObservation (sim: Sim) (o: SimObservation) : Result<Sim, string * string> =
@@ -999,8 +1008,8 @@ module Simulator =
                         Error(
                             "LearnersNeverVote",
                             sprintf
-                                "node %d became leader of term %d with votes %A, not a quorum of voters %A"
-                                id term (Set.toList granted) (SpecConfig.voters s.Config |> Set.toList)
+                                "node %d became leader of term %d with votes %s, not a quorum of voters %s"
+                                id term (idsText granted) (idsText (SpecConfig.voters s.Config))
                         )
                     else
                         Ok

@@ -18,8 +18,10 @@ public static class RaftvCli
         new("pg", "start or stop a private PostgreSQL server (used by ./test.sh and ./raftv up)",
             "raftv pg start --data DIR [--port P] [--database NAME] [--no-sync]\n  raftv pg stop --data DIR [--destroy]",
             Postgres),
-        new("bench", "print performance figures (storage: PostgreSQL Raft storage write and read paths)",
-            "raftv bench storage [--seconds N] [--connection CONNSTRING]", Bench),
+        new("bench", "print performance figures (storage: PostgreSQL Raft storage write and read paths; core: the pure Raft core)",
+            "raftv bench storage [--seconds N] [--connection CONNSTRING]\n  " + SimulateCommand.BenchUsage, Bench),
+        new("simulate", "run a deterministic simulated cluster with faults, checking the spec's invariants at every step",
+            SimulateCommand.SimulateUsage, SimulateCommand.Simulate),
     ];
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
@@ -126,6 +128,7 @@ public static class RaftvCli
 
     private static async Task<int> Bench(CommandArgs args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
+        if (args.Flag("core")) return await SimulateCommand.BenchCore(args, stdout, stderr, ct);
         var seconds = args.IntOption("--seconds") ?? 3;
         if (seconds < 1) throw new CommandArgsException("--seconds must be at least 1");
         var connection = args.Option("--connection");
