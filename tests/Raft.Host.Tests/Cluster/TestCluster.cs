@@ -1,0 +1,132 @@
+using System.Text;
+
+namespace Raft.Host.Tests.Cluster;
+
+/// <summary>
+/// In-process clusters of Nodes over an <see cref="InMemoryNetwork"/>. The clock is driven by
+/// the test (<see cref="TickAllAsync"/>), elections are started explicitly, and outcomes are
+/// awaited with <see cref="Eventually"/>, whose bound only guards against hanging.
+/// </summary>
+public sealed class TestCluster : IAsyncDisposable
+{
+    /// <summary>Only a guard against a hung test; assertions never depend on durations.</summary>
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
+
+    public InMemoryNetwork Network { get; } = new();
+    public Dictionary<ulong, TestMember> Members { get; } = [];
+
+    public TestMember this[ulong id] => Members[id];
+
+    /// <summary>Options every member gets; PreVote keeps an isolated member from disrupting the others.</summary>
+    public static RaftNodeOptions DefaultOptions(ulong id) => new() { Id = id, ElectionTick = 10, HeartbeatTick = 1, PreVote = true };
+
+    public static TestCluster Start(int size, Func<RaftNodeOptions, RaftNodeOptions>? configure = null)
+    {
+        var cluster = new TestCluster();
+        var ids = Enumerable.Range(1, size).Select(i => (ulong)i).ToArray();
+        foreach (var id in ids)
+        {
+            var options = DefaultOptions(id);
+            cluster.Members[id] = new TestMember(id, configure?.Invoke(options) ?? options, cluster.Network);
+        }
+        foreach (var m in cluster.Members.Values) m.Start(ids);
+        return cluster;
+    }
+
+    /// <summary>A new member with an empty storage, waiting to be added by a conf change.</summary>
+    public TestMember Join(ulong id, Func<RaftNodeOptions, RaftNodeOptions>? configure = null)
+    {
+        var options = DefaultOptions(id);
+        var member = new TestMember(id, configure?.Invoke(options) ?? options, Network);
+        Members[id] = member;
+        member.Start(null);
+        return member;
+    }
+
+    public IEnumerable<TestMember> Running => Members.Values.Where(m => m.Running);
+
+    /// <summary>Campaigns on one member and waits until every connected member follows it.</summary>
+    public async Task<TestMember> ElectAsync(ulong id)
+    {
+        await this[id].Node.CampaignAsync();
+        await Eventually(async () =>
+        {
+            var s = await this[id].Node.StatusAsync();
+            return s.IsLeader;
+        }, $"node {id} becomes leader");
+        await WaitForLeaderEverywhereAsync(id);
+        return this[id];
+    }
+
+    public async Task WaitForLeaderEverywhereAsync(ulong leader, IEnumerable<ulong>? except = null)
+    {
+        var skip = except?.ToHashSet() ?? [];
+        foreach (var m in Running.Where(m => !skip.Contains(m.Id)))
+            await Eventually(async () => (await m.Node.StatusAsync()).Lead == leader, $"node {m.Id} follows {leader}");
+    }
+
+    /// <summary>The member that leads at the highest term, if any.</summary>
+    public async Task<TestMember?> LeaderAsync()
+    {
+        TestMember? leader = null;
+        ulong term = 0;
+        foreach (var m in Running)
+        {
+            var s = await m.Node.StatusAsync();
+            if (s.IsLeader && s.Term >= term) (leader, term) = (m, s.Term);
+        }
+        return leader;
+    }
+
+    public async Task TickAllAsync(int ticks = 1)
+    {
+        for (var i = 0; i < ticks; i++)
+        {
+            foreach (var m in Running) m.Node.Tick();
+            // Let the ticks take effect before the next ones: a status call is answered after them.
+            foreach (var m in Running) await m.Node.StatusAsync();
+        }
+    }
+
+    /// <summary>Waits until every running member (or those listed) applied the payloads, in order, as its last ones.</summary>
+    public async Task WaitForAppliedAsync(IReadOnlyList<string> payloads, IEnumerable<ulong>? ids = null)
+    {
+        var members = ids?.Select(id => this[id]) ?? Running;
+        foreach (var m in members)
+            await Eventually(() => Task.FromResult(EndsWith(m.Applied, payloads)),
+                $"node {m.Id} applies [{string.Join(",", payloads)}] (has [{string.Join(",", m.Applied)}])");
+    }
+
+    private static bool EndsWith(IReadOnlyList<string> applied, IReadOnlyList<string> tail) =>
+        applied.Count >= tail.Count && applied.Skip(applied.Count - tail.Count).SequenceEqual(tail);
+
+    public static byte[] Bytes(string s) => Encoding.UTF8.GetBytes(s);
+
+    /// <summary>Polls until the condition holds; fails with <paramref name="what"/> if it never does.</summary>
+    public static async Task Eventually(Func<Task<bool>> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + Bound;
+        while (!await condition())
+        {
+            if (DateTime.UtcNow > deadline) Assert.Fail($"never happened: {what}");
+            await Task.Delay(2);
+        }
+    }
+
+    /// <summary>Polls like <see cref="Eventually"/>, ticking every running member between checks.</summary>
+    public async Task EventuallyTicking(Func<Task<bool>> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + Bound;
+        while (!await condition())
+        {
+            if (DateTime.UtcNow > deadline) Assert.Fail($"never happened: {what}");
+            await TickAllAsync();
+            await Task.Delay(1);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var m in Members.Values) await m.StopAsync();
+    }
+}
