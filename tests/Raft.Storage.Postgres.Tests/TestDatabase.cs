@@ -23,9 +23,23 @@ internal static class TestDatabase
     {
         var cs = Environment.GetEnvironmentVariable("RAFTV_TEST_PG");
         if (!string.IsNullOrEmpty(cs)) return cs;
+        RemoveStoppedLeftovers();
         _own = await LocalPostgres.StartAsync(new LocalPostgresOptions(NewDataDirectory(), Durable: false));
         AppDomain.CurrentDomain.ProcessExit += (_, _) => _own.DestroyAsync().GetAwaiter().GetResult();
         return _own.ConnectionString;
+    }
+
+    // The test host may end before the exit handler has deleted the directory; a later run
+    // removes the stopped servers' directories (no postmaster.pid) left under our prefix.
+    private static void RemoveStoppedLeftovers()
+    {
+        foreach (var dir in Directory.GetDirectories(Path.GetTempPath(), "raftverified-pgstore-*"))
+        {
+            if (File.Exists(Path.Combine(dir, "postmaster.pid"))) continue;
+            try { Directory.Delete(dir, recursive: true); }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
     }
 
     public static async Task ExecuteAsync(string connectionString, string sql)
