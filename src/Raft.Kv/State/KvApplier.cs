@@ -138,6 +138,7 @@ public static class KvApplier
     /// <summary>A Range served from <paramref name="view"/> (top level, or inside a transaction).</summary>
     public static RangeResponse Range(IKvView view, RangeRequest r)
     {
+        ValidateRange(r);
         CheckReadRevision(view, r.Revision);
         var range = KeyRange.FromEtcd(r.Key, r.RangeEnd);
         var all = range.IsEmpty ? [] : view.Scan(range).ToList();

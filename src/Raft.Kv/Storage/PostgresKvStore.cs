@@ -449,9 +449,9 @@ public sealed class PostgresKvStore : IAsyncDisposable
         if (header.AppliedIndex < state.AppliedIndex)
             throw new KvStoreException(
                 $"key-value snapshot at index {header.AppliedIndex} is older than the applied index {state.AppliedIndex} of group {GroupId}");
-        await using (var del = new NpgsqlCommand(
-                         $"DELETE FROM {_q}.kv_keys WHERE group_id = $1; DELETE FROM {_q}.kv_applied_requests WHERE group_id = $1", conn, tx))
+        foreach (var table in new[] { "kv_keys", "kv_applied_requests" })
         {
+            await using var del = new NpgsqlCommand($"DELETE FROM {_q}.{table} WHERE group_id = $1", conn, tx);
             del.Parameters.Add(new() { Value = GroupId });
             await del.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
         }
