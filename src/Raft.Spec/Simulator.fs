@@ -249,6 +249,9 @@ type SimOptions =
       Tracing: bool
       /// Check the invariants after every step (the benchmark turns this off).
       CheckInvariants: bool
+      /// Flow control of every node: small by default, to exercise it.
+      MaxSizePerMsg: uint64
+      MaxInflightMsgs: int
       /// Deliberate bugs of the environment (tests only).
       Mutants: Set<Mutant> }
 
@@ -264,6 +267,8 @@ module SimOptions =
           CheckQuorum = None
           Tracing = false
           CheckInvariants = true
+          MaxSizePerMsg = 64UL
+          MaxInflightMsgs = 4
           Mutants = Set.empty }
 
     let withTracing (on: bool) (o: SimOptions) = { o with Tracing = on }
@@ -407,15 +412,15 @@ module Simulator =
         let h = BitConverter.GetBytes e.Term |> Array.fold step h
         e.Data |> Array.fold step h
 
-    /// Node configuration: short timeouts, small messages and windows (to exercise flow
-    /// control), removal steps a leader down (LearnersNeverVote assumes it).
+    /// Node configuration: short timeouts, the options' flow control, and removal steps a
+    /// leader down (LearnersNeverVote assumes it).
     let private nodeConfig (sim: Sim) (id: uint64) (storage: IStorage) (applied: uint64) (seed: uint64) : Config =
         { Config.create id storage with
             ElectionTick = 6
             HeartbeatTick = 1
             Applied = applied
-            MaxSizePerMsg = 64UL
-            MaxInflightMsgs = 4
+            MaxSizePerMsg = sim.Options.MaxSizePerMsg
+            MaxInflightMsgs = sim.Options.MaxInflightMsgs
             CheckQuorum = sim.CheckQuorum
             PreVote = sim.PreVote
             StepDownOnRemoval = true
@@ -1297,7 +1302,10 @@ module CoreBench =
                 ConfChanges = false
                 PreVote = Some false
                 CheckQuorum = Some false
-                CheckInvariants = false }
+                CheckInvariants = false
+                // etcd server's usual limits.
+                MaxSizePerMsg = 1024UL * 1024UL
+                MaxInflightMsgs = 256 }
         let sim =
             match Simulator.create o with
             | Ok sim -> sim
