@@ -74,13 +74,19 @@ let private parseValue line (fn: Fn) (typ: EventType) (v: JsonElement option) : 
     | Cas, _, None -> fail line "a cas's invocation needs \"value\": [expected, new]"
 
 let private parseInt line name (e: JsonElement) =
-    match e.ValueKind, e.TryGetInt32() with
-    | JsonValueKind.Number, (true, v) -> Ok v
+    match e.ValueKind with
+    | JsonValueKind.Number ->
+        match e.TryGetInt32() with
+        | true, v -> Ok v
+        | _ -> fail line $"\"{name}\" must be a 32-bit integer, not {e.GetRawText()}"
     | _ -> fail line $"\"{name}\" must be a 32-bit integer, not {e.GetRawText()}"
 
 let private parseTime line (e: JsonElement) =
-    match e.ValueKind, e.TryGetInt64() with
-    | JsonValueKind.Number, (true, v) -> Ok v
+    match e.ValueKind with
+    | JsonValueKind.Number ->
+        match e.TryGetInt64() with
+        | true, v -> Ok v
+        | _ -> fail line $"\"time\" must be an integer number of nanoseconds, not {e.GetRawText()}"
     | _ -> fail line $"\"time\" must be an integer number of nanoseconds, not {e.GetRawText()}"
 
 let private parseKey line (e: JsonElement) =

@@ -47,6 +47,25 @@ let private mix (x: uint64) =
     let z = (z ^^^ (z >>> 27)) * 0x94D049BB133111EBUL
     z ^^^ (z >>> 31)
 
+/// For each operation of unknown outcome, the operations that observe the value it writes
+/// (gets that read it, compare-and-sets that expect it). Once all of them are placed, placing
+/// it can help nothing: whatever followed it before the next write would have to observe its
+/// value, so an order that places it that late stays valid without it. The search skips such
+/// a "spent" operation; without this, every unknown write ever issued stays a choice at every
+/// step and the search grows with 2 to the power of their number.
+let private observersOf (ops: SearchOp[]) : int[][] =
+    let observes (v: int) (o: SearchOp) =
+        match o.Step with
+        | GetStep r -> r = v
+        | CasStep(e, _) -> e = v
+        | PutStep _ -> false
+    ops
+    |> Array.map (fun op ->
+        match op.Return, op.Step with
+        | ValueNone, (PutStep v | CasStep(_, v)) ->
+            ops |> Array.indexed |> Array.choose (fun (j, o) -> if observes v o then Some j else None)
+        | _ -> [||])
+
 /// How many search steps between looks at the clock.
 let private clockEvery = 1023L
 
@@ -97,6 +116,9 @@ let search (budget: Budget) (initial: int) (ops: SearchOp[]) : SearchResult =
 
     let words = (n + 63) / 64
     let bits = Array.zeroCreate<uint64> words
+    let isSet (j: int) = (bits[j >>> 6] &&& (1UL <<< (j &&& 63))) <> 0UL
+    let observers = observersOf ops
+    let spent (i: int) = ops[i].Return.IsNone && Array.forall isSet observers[i]
     let keys = Array.init n (fun i -> mix (uint64 i + 0x5DEECE66DUL))
     let memo = HashSet<Memo>()
     let memoHash (h: uint64) (s: int) = int (mix (h ^^^ uint64 (uint32 s)) >>> 32)
@@ -121,7 +143,7 @@ let search (budget: Budget) (initial: int) (ops: SearchOp[]) : SearchResult =
         elif entry >= 0 && isCall[entry] then
             let i = opOf[entry]
             let mutable advanced = false
-            match Register.apply state ops[i].Step with
+            match (if spent i then ValueNone else Register.apply state ops[i].Step) with
             | ValueSome s' ->
                 let h' = hash ^^^ keys[i]
                 let w = i >>> 6
