@@ -275,6 +275,17 @@ module SimOptions =
 
     let withMutant (m: Mutant) (o: SimOptions) = { o with Mutants = Set.add m o.Mutants }
 
+    let withPreVote (on: bool) (o: SimOptions) = { o with PreVote = Some on }
+
+    let withCheckQuorum (on: bool) (o: SimOptions) = { o with CheckQuorum = Some on }
+
+    /// The options that are not the defaults, as raftv simulate arguments.
+    let extraArgs (o: SimOptions) : string =
+        let flag name (v: bool option) = v |> Option.map (fun b -> sprintf " --%s %b" name b) |> Option.defaultValue ""
+        flag "prevote" o.PreVote
+        + flag "checkquorum" o.CheckQuorum
+        + (o.Mutants |> Seq.map (fun m -> " --mutant " + Mutant.name m) |> String.concat "")
+
 /// One simulated node: the RawNode, the storage it writes to, and the application's state.
 [<NoComparison; NoEquality>]
 type SimNode =
@@ -1243,8 +1254,15 @@ module Simulator =
 
     /// The command that replays a random run.
     let replayCommand (o: SimOptions) : string =
-        let mutants = o.Mutants |> Seq.map (fun m -> " --mutant " + Mutant.name m) |> String.concat ""
-        sprintf "./raftv simulate --nodes %d --seed %d --steps %d --faults %s%s" o.Voters o.Seed o.Steps (Fault.listText o.Faults) mutants
+        sprintf
+            "./raftv simulate --nodes %d --seed %d --steps %d --faults %s%s"
+            o.Voters o.Seed o.Steps (Fault.listText o.Faults) (SimOptions.extraArgs o)
+
+    /// The command that replays a schedule.
+    let replayScheduleCommand (o: SimOptions) (events: SimEvent list) : string =
+        sprintf
+            "./raftv simulate --nodes %d --seed %d --schedule \"%s\"%s"
+            o.Voters o.Seed (SimEvent.formatSchedule events) (SimOptions.extraArgs o)
 
     let describeViolation (v: Violation) : string =
         sprintf "invariant %s violated at step %d (seed %d, event '%s'): %s" v.Invariant v.Step v.Seed (SimEvent.format v.Event) v.Detail

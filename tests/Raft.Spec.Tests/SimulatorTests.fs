@@ -233,11 +233,7 @@ let private checkSchedules (o: SimOptions) (fsSeed: uint64) (tests: int) : (SimE
     with _ when lastFailure.Value.IsSome ->
         lastFailure.Value, seen.Value
 
-let private replayHint (o: SimOptions) (events: SimEvent list) =
-    sprintf
-        "./raftv simulate --nodes %d --seed %d --schedule \"%s\"%s"
-        o.Voters o.Seed (SimEvent.formatSchedule events)
-        (o.Mutants |> Seq.map (fun m -> " --mutant " + Mutant.name m) |> String.concat "")
+let private replayHint (o: SimOptions) (events: SimEvent list) = Simulator.replayScheduleCommand o events
 
 [<Theory>]
 [<InlineData(false, 11UL)>]
@@ -293,7 +289,7 @@ let ``FsCheck shrinks a mutant's failing schedule to a short one that replays to
     match checkSchedules o 21UL 200 with
     | None, _ -> failwith "ack-before-persist survived 200 generated schedules"
     | Some(events, v), _ ->
-        printfn "ack-before-persist, minimal schedule (%d events): %s" events.Length (SimEvent.formatSchedule events)
+        printfn "ack-before-persist, minimal schedule (%d events): %s" events.Length (replayHint o events)
         // Short: an election and one replicated entry are enough to show it.
         Assert.True(events.Length <= 60, sprintf "shrunk schedule has %d events: %s" events.Length (SimEvent.formatSchedule events))
         let replayed = Simulator.runSchedule o events |> Result.defaultWith failwith

@@ -12,7 +12,8 @@ public static class SimulateCommand
 {
     public const string SimulateUsage =
         "raftv simulate [--nodes N] [--seed S] [--steps K] [--faults drop,duplicate,reorder,delay,partition,crash,slowdisk|all|none]\n" +
-        "                 [--trace FILE] [--schedule \"tick 0; deliver 0; ...\"] [--mutant NAME]";
+        "                 [--prevote true|false] [--checkquorum true|false] [--trace FILE]\n" +
+        "                 [--schedule \"tick 0; deliver 0; ...\"] [--mutant NAME]";
 
     public const string BenchUsage = "raftv bench core [--entries N] [--batch 1|64]";
 
@@ -26,6 +27,8 @@ public static class SimulateCommand
         var faultsText = args.Option("--faults") ?? "all";
         var tracePath = args.Option("--trace");
         var scheduleText = args.Option("--schedule");
+        var preVote = BoolOption(args, "--prevote");
+        var checkQuorum = BoolOption(args, "--checkquorum");
         var mutants = new List<string>();
         for (var m = args.Option("--mutant"); m is not null; m = args.Option("--mutant")) mutants.Add(m);
         args.EnsureNoneLeft();
@@ -34,6 +37,8 @@ public static class SimulateCommand
         if (faults.IsError) throw new CommandArgsException(faults.ErrorValue);
         var options = SimOptionsModule.create(nodes, seed, steps, faults.ResultValue);
         options = SimOptionsModule.withTracing(tracePath is not null, options);
+        if (preVote is { } pv) options = SimOptionsModule.withPreVote(pv, options);
+        if (checkQuorum is { } cq) options = SimOptionsModule.withCheckQuorum(cq, options);
         foreach (var name in mutants)
         {
             var mutant = MutantModule.parse(name);
@@ -81,10 +86,16 @@ public static class SimulateCommand
         stderr.WriteLine($"VIOLATION: {Simulator.describeViolation(violation)}");
         var replay = scheduleText is null
             ? Simulator.replayCommand(options)
-            : $"./raftv simulate --nodes {nodes} --seed {seed} --schedule \"{SimEventModule.formatSchedule(outcome.Events)}\"" +
-              string.Concat(mutants.Select(m => $" --mutant {m}"));
+            : Simulator.replayScheduleCommand(options, outcome.Events);
         stderr.WriteLine($"replay: {replay}");
         return Task.FromResult(1);
+    }
+
+    private static bool? BoolOption(CommandArgs args, string name)
+    {
+        var text = args.Option(name);
+        if (text is null) return null;
+        return bool.TryParse(text, out var v) ? v : throw new CommandArgsException($"{name} must be true or false, not '{text}'");
     }
 
     /// <summary>'raftv bench core' (the word 'core' already taken from the arguments).</summary>
