@@ -10,7 +10,7 @@ namespace Raft.Host.Tests.Cluster;
 public sealed class TestCluster : IAsyncDisposable
 {
     /// <summary>Only a guard against a hung test; assertions never depend on durations.</summary>
-    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(Environment.GetEnvironmentVariable("RAFT_TEST_BOUND_SECONDS") is { } s ? double.Parse(s) : 60);
 
     public InMemoryNetwork Network { get; } = new();
     public Dictionary<ulong, TestMember> Members { get; } = [];
@@ -48,12 +48,15 @@ public sealed class TestCluster : IAsyncDisposable
     /// <summary>Campaigns on one member and waits until every connected member follows it.</summary>
     public async Task<TestMember> ElectAsync(ulong id)
     {
+        // A node with conf changes still to apply refuses to campaign (as etcd does).
+        foreach (var m in Running)
+            await Eventually(async () => { var s = await m.Node.StatusAsync(); return s.Applied >= s.Commit; }, $"node {m.Id} applied its log", this);
         await this[id].Node.CampaignAsync();
         await Eventually(async () =>
         {
             var s = await this[id].Node.StatusAsync();
             return s.IsLeader;
-        }, $"node {id} becomes leader");
+        }, $"node {id} becomes leader", this);
         await WaitForLeaderEverywhereAsync(id);
         return this[id];
     }
@@ -62,7 +65,7 @@ public sealed class TestCluster : IAsyncDisposable
     {
         var skip = except?.ToHashSet() ?? [];
         foreach (var m in Running.Where(m => !skip.Contains(m.Id)))
-            await Eventually(async () => (await m.Node.StatusAsync()).Lead == leader, $"node {m.Id} follows {leader}");
+            await Eventually(async () => (await m.Node.StatusAsync()).Lead == leader, $"node {m.Id} follows {leader}", this);
     }
 
     /// <summary>The member that leads at the highest term, if any.</summary>
@@ -94,7 +97,7 @@ public sealed class TestCluster : IAsyncDisposable
         var members = ids?.Select(id => this[id]) ?? Running;
         foreach (var m in members)
             await Eventually(() => Task.FromResult(EndsWith(m.Applied, payloads)),
-                $"node {m.Id} applies [{string.Join(",", payloads)}] (has [{string.Join(",", m.Applied)}])");
+                $"node {m.Id} applies [{string.Join(",", payloads)}] (has [{string.Join(",", m.Applied)}])", this);
     }
 
     private static bool EndsWith(IReadOnlyList<string> applied, IReadOnlyList<string> tail) =>
@@ -103,12 +106,12 @@ public sealed class TestCluster : IAsyncDisposable
     public static byte[] Bytes(string s) => Encoding.UTF8.GetBytes(s);
 
     /// <summary>Polls until the condition holds; fails with <paramref name="what"/> if it never does.</summary>
-    public static async Task Eventually(Func<Task<bool>> condition, string what)
+    public static async Task Eventually(Func<Task<bool>> condition, string what, TestCluster? cluster = null)
     {
         var deadline = DateTime.UtcNow + Bound;
         while (!await condition())
         {
-            if (DateTime.UtcNow > deadline) Assert.Fail($"never happened: {what}");
+            if (DateTime.UtcNow > deadline) Assert.Fail($"never happened: {what}\n{cluster?.RecentLogs()}");
             await Task.Delay(2);
         }
     }
@@ -119,10 +122,25 @@ public sealed class TestCluster : IAsyncDisposable
         var deadline = DateTime.UtcNow + Bound;
         while (!await condition())
         {
-            if (DateTime.UtcNow > deadline) Assert.Fail($"never happened: {what}");
+            if (DateTime.UtcNow > deadline) Assert.Fail($"never happened: {what}\n{RecentLogs()}");
             await TickAllAsync();
             await Task.Delay(1);
         }
+    }
+
+    /// <summary>The last log lines of every member, for failure messages.</summary>
+    public string RecentLogs(int perMember = 40)
+    {
+        var sb = new StringBuilder();
+        foreach (var m in Members.Values)
+        {
+            List<(Microsoft.Extensions.Logging.LogLevel Level, string Text)> lines;
+            lock (m.Log.Lines) lines = [.. m.Log.Lines];
+            sb.Append("--- node ").Append(m.Id).Append(" (").Append(lines.Count).Append(" lines)\n");
+            foreach (var (level, text) in lines.Skip(Math.Max(0, lines.Count - perMember)))
+                sb.Append(level).Append(' ').Append(text).Append('\n');
+        }
+        return sb.ToString();
     }
 
     public async ValueTask DisposeAsync()

@@ -29,6 +29,9 @@ public sealed class TestMember : IAsyncDisposable
     }
 
     public ulong Id { get; }
+
+    /// <summary>The node's log lines (printed when a test fails).</summary>
+    public ListLogger Log { get; } = new();
     public RaftNodeOptions Options { get; private set; }
     public MemoryStorage Storage { get; }
     public Node Node { get; private set; } = null!;
@@ -58,8 +61,8 @@ public sealed class TestMember : IAsyncDisposable
         _stop = new CancellationTokenSource();
         var inbox = _network.Attach(Id);
         Node = bootstrapPeers is { Count: > 0 }
-            ? Node.Start(Options, Storage, bootstrapPeers)
-            : Node.Restart(Options, Storage);
+            ? Node.Start(Options, Storage, bootstrapPeers, Log)
+            : Node.Restart(Options, Storage, Log);
         Running = true;
         _loops = Task.WhenAll(
             Task.Run(() => ReceiveAsync(inbox, _stop.Token)),
