@@ -99,6 +99,20 @@ public class NodeClusterTests
     }
 
     [Fact]
+    public async Task A_follower_forgets_its_leader_until_the_next_heartbeat()
+    {
+        await using var cluster = TestCluster.Start(3);
+        await cluster.ElectAsync(1);
+        // Cut off so that no heartbeat can reach node 2 in between.
+        cluster.Network.Isolate(1);
+        await cluster[2].Node.ForgetLeaderAsync();
+        Assert.Equal(0UL, (await cluster[2].Node.StatusAsync()).Lead);
+        cluster.Network.Heal(1);
+        await cluster.EventuallyTicking(async () => (await cluster[2].Node.StatusAsync()).Lead == 1, "node 2 follows 1 again");
+        Assert.True((await cluster[1].Node.StatusAsync()).IsLeader);
+    }
+
+    [Fact]
     public async Task ReadIndex_on_the_leader_and_on_a_follower_returns_a_read_point_past_the_writes()
     {
         await using var cluster = TestCluster.Start(3);
