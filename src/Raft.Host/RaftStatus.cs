@@ -27,7 +27,5 @@ public sealed record RaftStatus(
         s.Progress.ToDictionary(kv => kv.Key, kv => kv.Value), s);
 
     public override string ToString() =>
-        $"{Id:x} term={Term} commit={Commit} applied={Applied} lead={Lead:x} {Role} {s_config(Core)}";
-
-    private static string s_config(Status s) => s.Config.ToString();
+        $"{Id:x} term={Term} commit={Commit} applied={Applied} lead={Lead:x} {Role} {Core.Config}";
 }
