@@ -31,8 +31,8 @@ type Report =
 /// The key's verdict: one search of the whole timeline, then, when it fails, the window.
 let checkKey (budget: Budget) (key: string) (operations: Operation seq) : KeyVerdict =
     let t = KeyHistory.build key operations
-    let all = Array.init t.Ops.Length id
-    match Wgl.search budget 0 (KeyHistory.searchOps t t.Events.Length all) with
+    let m = t.Events.Length
+    match Wgl.search budget 0 (KeyHistory.searchOps t m (KeyHistory.windowOps t m 0)) with
     | Wgl.Linearized _ -> KeyLinearizable
     | Wgl.OutOfTime -> KeyUnknown
     | Wgl.Impossible -> KeyNotLinearizable(Window.explain budget t)

@@ -71,17 +71,45 @@ let build (key: string) (operations: Operation seq) : Timeline =
 /// Whether operation `i` is known to have returned within the first `m` events.
 let returnedWithin (t: Timeline) (m: int) (i: int) = t.ReturnAt[i] >= 0 && t.ReturnAt[i] < m
 
+let private isGet (step: Step) = match step with GetStep _ -> true | _ -> false
+
+/// Drops, until none is left, operations of unknown outcome whose written value no other
+/// operation of the window observes (reads, or expects in a compare-and-set): such a write
+/// can be left out of any valid order without breaking it (whatever followed it before the
+/// next write would have to observe its value), so the window means the same without it, and
+/// reports and searches get smaller.
+let rec private withoutUnobservedWrites (t: Timeline) (m: int) (members: int list) : int list =
+    let observed =
+        members
+        |> List.choose (fun i ->
+            match t.Steps[i] with
+            | GetStep r -> Some r
+            | CasStep(e, _) -> Some e
+            | PutStep _ -> None)
+        |> Set.ofList
+    let unobserved i =
+        not (returnedWithin t m i)
+        && (match t.Steps[i] with
+            | PutStep v
+            | CasStep(_, v) -> not (observed.Contains v)
+            | GetStep _ -> false)
+    match List.partition unobserved members with
+    | [], _ -> members
+    | _, kept -> withoutUnobservedWrites t m kept
+
 /// The operations of the window of the first `m` events that starts at event `from`, as
 /// indexes into `t.Ops` in call order: those called at or after `from`, and those called
-/// before it whose outcome is unknown at `m` (they may still take effect). An operation that
-/// has not returned by `m` is unknown there; a get of unknown outcome constrains nothing.
+/// before it whose outcome is unknown at `m` (they may still take effect), less unknown
+/// writes nobody in the window observes. An operation that has not returned by `m` is
+/// unknown there; a get of unknown outcome constrains nothing.
 let windowOps (t: Timeline) (m: int) (from: int) : int[] =
-    [| for at in 0 .. m - 1 do
-           let e = t.Events[at]
-           if e.IsCall then
-               let returned = returnedWithin t m e.Op
-               let isGet = match t.Steps[e.Op] with GetStep _ -> true | _ -> false
-               if (returned && at >= from) || (not returned && not isGet) then yield e.Op |]
+    [ for at in 0 .. m - 1 do
+          let e = t.Events[at]
+          if e.IsCall then
+              let returned = returnedWithin t m e.Op
+              if (returned && at >= from) || (not returned && not (isGet t.Steps[e.Op])) then yield e.Op ]
+    |> withoutUnobservedWrites t m
+    |> Array.ofList
 
 /// The window as the search takes it: operations in the order of `windowOps`.
 let searchOps (t: Timeline) (m: int) (members: int[]) : SearchOp[] =

@@ -22,6 +22,8 @@ public static class RaftvCli
             "raftv bench storage [--seconds N] [--connection CONNSTRING]\n  " + SimulateCommand.BenchUsage, Bench),
         new("simulate", "run a deterministic simulated cluster with faults, checking the spec's invariants at every step",
             SimulateCommand.SimulateUsage, SimulateCommand.Simulate),
+        new("check-history", "check a client history (JSON lines) for linearizability, per key and overall",
+            CheckHistoryCommand.Usage, CheckHistoryCommand.Run),
     ];
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
