@@ -232,6 +232,21 @@ public class RawNodeTests
     }
 
     [Fact]
+    public async Task A_failed_call_reports_to_its_caller_and_leaves_the_node_as_it_was()
+    {
+        var storage = new MemoryStorage();
+        await using var node = Node.Start(new RaftNodeOptions { Id = 1 }, storage, [1UL]);
+        var before = await node.StatusAsync();
+        // An empty ConfChangeV2 asks to leave a joint configuration, and there is none.
+        var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => node.ApplyConfChangeAsync(ConfChanges.Joint()));
+        Assert.Contains("joint", ex.Message);
+        var after = await node.StatusAsync();
+        Assert.Equal(before.Voters, after.Voters);
+        Assert.Equal(before.HardState, after.HardState);
+        Assert.False(node.Completion.IsCompleted);
+    }
+
+    [Fact]
     public async Task Calls_after_stop_fail_with_NodeStoppedException()
     {
         var node = Node.Start(new RaftNodeOptions { Id = 1 }, new MemoryStorage(), [1UL]);
