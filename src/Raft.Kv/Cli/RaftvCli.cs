@@ -24,6 +24,8 @@ public static class RaftvCli
             SimulateCommand.SimulateUsage, SimulateCommand.Simulate),
         new("check-history", "check a client history (JSON lines) for linearizability, per key and overall",
             CheckHistoryCommand.Usage, CheckHistoryCommand.Run),
+        new("up", "start a local cluster of raftv members serving etcd's v3 API (Ctrl-C stops it)", UpCommand.UpUsage, UpCommand.Up),
+        new("serve", "run one raftv member (started by 'raftv up')", UpCommand.ServeUsage, UpCommand.Serve),
     ];
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)

@@ -1,0 +1,223 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+using Raft.Kv.Server;
+using Raft.Storage.Postgres;
+
+namespace Raft.Kv.Cli;
+
+/// <summary>'raftv up' (a local cluster of member processes) and 'raftv serve' (one member).</summary>
+internal static class UpCommand
+{
+    public const string UpUsage = "raftv up [--nodes N] [--pg CONNSTRING] [--data DIR] [--host 127.0.0.1]";
+    public const string ServeUsage = "raftv serve --id N --member ID,PEER_URL,CLIENT_URL [--member ...] --pg CONNSTRING [--stop-on-stdin-eof]";
+
+    /// <summary>Cancelled by Ctrl-C or SIGTERM (and, for members started by 'up', by their stdin closing).</summary>
+    private static CancellationTokenSource StopSignal(CancellationToken outer, out IDisposable registrations)
+    {
+        var stop = CancellationTokenSource.CreateLinkedTokenSource(outer);
+        var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+        var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+        registrations = new Both(term, interrupt);
+        return stop;
+    }
+
+    private sealed class Both(IDisposable a, IDisposable b) : IDisposable
+    {
+        public void Dispose() { a.Dispose(); b.Dispose(); }
+    }
+
+    public static async Task<int> Serve(CommandArgs args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
+        var id = (ulong)(args.IntOption("--id") ?? throw new CommandArgsException("--id N is required"));
+        var pg = args.Option("--pg") ?? throw new CommandArgsException("--pg CONNSTRING is required");
+        var stopOnEof = args.Flag("--stop-on-stdin-eof");
+        var members = new List<KvMember>();
+        while (args.Option("--member") is { } spec)
+        {
+            var parts = spec.Split(',');
+            if (parts.Length != 3 || !ulong.TryParse(parts[0], out var mid) || mid == 0)
+                throw new CommandArgsException($"--member '{spec}' is not ID,PEER_URL,CLIENT_URL");
+            members.Add(new KvMember(mid, $"node{mid}", parts[1], parts[2]));
+        }
+        args.EnsureNoneLeft();
+        var options = new KvServerOptions { NodeId = id, Members = members, ConnectionString = pg };
+        try
+        {
+            options.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw new CommandArgsException(e.Message);
+        }
+
+        using var stop = StopSignal(ct, out var signals);
+        using var signalScope = signals;
+        if (stopOnEof)
+            _ = Task.Run(async () =>
+            {
+                // 'raftv up' closes our stdin to stop us cleanly.
+                var input = Console.OpenStandardInput();
+                var buffer = new byte[64];
+                while (await input.ReadAsync(buffer) > 0) { }
+                await stop.CancelAsync();
+            }, CancellationToken.None);
+
+        await using var server = await KvServer.StartAsync(options, new StderrLogger($"node{id}"), stop.Token);
+        stdout.WriteLine($"node{id} serving etcd v3 clients at {server.ClientAddress}, peers at {server.PeerAddress}");
+        stdout.Flush();
+        try
+        {
+            await Task.Delay(Timeout.Infinite, stop.Token);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        stdout.WriteLine($"node{id} stopping");
+        return 0;
+    }
+
+    public static async Task<int> Up(CommandArgs args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
+        var nodes = args.IntOption("--nodes") ?? 3;
+        if (nodes < 1 || nodes > 9) throw new CommandArgsException("--nodes must be between 1 and 9");
+        var pg = args.Option("--pg");
+        var dataDir = args.Option("--data");
+        var host = args.Option("--host") ?? "127.0.0.1";
+        if (!IPAddress.TryParse(host, out var address)) throw new CommandArgsException($"--host '{host}' is not an IP address");
+        args.EnsureNoneLeft();
+
+        using var stop = StopSignal(ct, out var signals);
+        using var signalScope = signals;
+        LocalPostgres? local = null;
+        var ownData = dataDir is null;
+        dataDir ??= Path.Combine(Path.GetTempPath(), "raftv-up-" + Guid.NewGuid().ToString("N")[..8]);
+        var children = new List<Process>();
+        try
+        {
+            if (pg is null)
+            {
+                local = await LocalPostgres.StartAsync(new LocalPostgresOptions(Path.Combine(dataDir, "pg"), Database: "postgres"), cancellationToken: stop.Token);
+                pg = local.ConnectionString;
+                stdout.WriteLine($"PostgreSQL: {pg} (data in {dataDir})");
+            }
+            var members = new List<KvMember>();
+            for (var i = 1; i <= nodes; i++)
+                members.Add(new KvMember((ulong)i, $"node{i}", $"http://{host}:{FreePort(address)}", $"http://{host}:{FreePort(address)}"));
+
+            foreach (var m in members)
+            {
+                var db = await EnsureDatabaseAsync(pg, $"raftv_node{m.Id}", stop.Token);
+                var argv = new List<string> { "serve", "--id", m.Id.ToString(), "--pg", db, "--stop-on-stdin-eof" };
+                foreach (var x in members) argv.AddRange(["--member", $"{x.Id},{x.PeerUrl},{x.ClientUrl}"]);
+                children.Add(StartChild(m.Name, argv, stdout, stderr));
+            }
+            stdout.WriteLine($"client endpoints: {string.Join(",", members.Select(m => m.ClientUrl))}");
+            // etcdctl 3.4 sends a URL given with its scheme as the :authority of some calls (endpoint status), which HTTP/2 servers refuse: give host:port.
+            stdout.WriteLine($"try: etcdctl --endpoints={string.Join(",", members.Select(m => new Uri(m.ClientUrl).Authority))} endpoint status");
+            stdout.WriteLine("Ctrl-C stops the cluster.");
+            stdout.Flush();
+
+            var exited = Task.WhenAny(children.Select(c => c.WaitForExitAsync(CancellationToken.None)));
+            await Task.WhenAny(exited, Task.Delay(Timeout.Infinite, stop.Token)).ContinueWith(_ => { }, CancellationToken.None);
+            if (!stop.IsCancellationRequested)
+            {
+                var dead = children.First(c => c.HasExited);
+                stderr.WriteLine($"raftv up: a member exited with status {dead.ExitCode}; stopping the cluster");
+            }
+            return stop.IsCancellationRequested ? 0 : 1;
+        }
+        finally
+        {
+            await StopChildrenAsync(children, stderr);
+            if (local is not null)
+            {
+                if (ownData) await local.DestroyAsync(CancellationToken.None);
+                else await local.StopAsync(cancellationToken: CancellationToken.None);
+            }
+            if (ownData && Directory.Exists(dataDir)) Directory.Delete(dataDir, recursive: true);
+            stdout.WriteLine("cluster stopped");
+        }
+    }
+
+    private static int FreePort(IPAddress address)
+    {
+        using var listener = new TcpListener(address, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    private static async Task<string> EnsureDatabaseAsync(string connectionString, string database, CancellationToken ct)
+    {
+        await using (var conn = new NpgsqlConnection(connectionString))
+        {
+            await conn.OpenAsync(ct);
+            await using var exists = new NpgsqlCommand("SELECT 1 FROM pg_database WHERE datname = $1", conn) { Parameters = { new() { Value = database } } };
+            if (await exists.ExecuteScalarAsync(ct) is null)
+            {
+                await using var create = new NpgsqlCommand($"CREATE DATABASE \"{database}\"", conn);
+                await create.ExecuteNonQueryAsync(ct);
+            }
+        }
+        return new NpgsqlConnectionStringBuilder(connectionString) { Database = database }.ConnectionString;
+    }
+
+    private static Process StartChild(string name, List<string> argv, TextWriter stdout, TextWriter stderr)
+    {
+        var self = Environment.ProcessPath ?? throw new InvalidOperationException("cannot find the running executable");
+        var info = new ProcessStartInfo(self)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        // Run as 'dotnet raftv.dll ...' or as the raftv apphost, whichever started us.
+        if (Path.GetFileNameWithoutExtension(self) == "dotnet") info.ArgumentList.Add(typeof(UpCommand).Assembly.Location);
+        foreach (var a in argv) info.ArgumentList.Add(a);
+        var process = Process.Start(info) ?? throw new InvalidOperationException($"could not start {name}");
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (stdout) stdout.WriteLine($"[{name}] {e.Data}"); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.WriteLine($"[{name}] {e.Data}"); };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return process;
+    }
+
+    private static async Task StopChildrenAsync(List<Process> children, TextWriter stderr)
+    {
+        foreach (var c in children)
+        {
+            try { c.StandardInput.Close(); } catch (Exception e) when (e is IOException or InvalidOperationException) { }
+        }
+        using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        foreach (var c in children)
+        {
+            try
+            {
+                await c.WaitForExitAsync(grace.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                stderr.WriteLine($"raftv up: member {c.Id} did not stop in time; killing it");
+                c.Kill(entireProcessTree: true);
+            }
+            c.Dispose();
+        }
+    }
+
+    /// <summary>Warnings and errors to stderr; members' stderr is shown by 'raftv up'.</summary>
+    private sealed class StderrLogger(string name) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (!IsEnabled(logLevel)) return;
+            Console.Error.WriteLine($"{logLevel} {name}: {formatter(state, exception)}{(exception is null ? "" : " " + exception)}");
+        }
+    }
+}

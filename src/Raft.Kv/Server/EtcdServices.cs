@@ -1,0 +1,92 @@
+using Google.Protobuf;
+using Raft.Kv.Etcd.Serverpb;
+using Raft.Kv.Protocol;
+using Raft.Kv.State;
+using Raft.Transport.Grpc.Wire;
+
+namespace Raft.Kv.Server;
+
+/// <summary>etcd's KV, Cluster and Maintenance services on the gRPC server layer, backed by a <see cref="KvServer"/>.</summary>
+internal static class EtcdServices
+{
+    private static GrpcMethod<TReq, TResp> Unary<TReq, TResp>(string service, string method, MessageParser<TReq> req, MessageParser<TResp> resp)
+        where TReq : IMessage<TReq> where TResp : IMessage<TResp> =>
+        GrpcMethod.Protobuf(GrpcMethodType.Unary, "etcdserverpb." + service, method, req, resp);
+
+    public static GrpcServiceRegistry Register(GrpcServiceRegistry registry, KvServer server)
+    {
+        registry
+            .AddUnary(Unary("KV", "Range", RangeRequest.Parser, RangeResponse.Parser),
+                (r, ctx) => Guard(() => server.RangeAsync(r, ctx.CancellationToken)))
+            .AddUnary(Unary("KV", "Put", PutRequest.Parser, PutResponse.Parser), (r, ctx) => Guard(async () =>
+            {
+                KvApplier.ValidatePut(r);
+                var result = Ok(await server.WriteAsync(new KvCommand { Put = r, RequestId = RequestId(ctx) }, ctx.CancellationToken));
+                result.Put.Header = server.Header(result.Put.Header.Revision);
+                return result.Put;
+            }))
+            .AddUnary(Unary("KV", "DeleteRange", DeleteRangeRequest.Parser, DeleteRangeResponse.Parser), (r, ctx) => Guard(async () =>
+            {
+                KvApplier.ValidateDeleteRange(r);
+                var result = Ok(await server.WriteAsync(new KvCommand { DeleteRange = r, RequestId = RequestId(ctx) }, ctx.CancellationToken));
+                result.DeleteRange.Header = server.Header(result.DeleteRange.Header.Revision);
+                return result.DeleteRange;
+            }))
+            .AddUnary(Unary("KV", "Txn", TxnRequest.Parser, TxnResponse.Parser), (r, ctx) => Guard(async () =>
+            {
+                KvApplier.ValidateTxn(r);
+                var result = Ok(await server.WriteAsync(new KvCommand { Txn = r, RequestId = RequestId(ctx) }, ctx.CancellationToken));
+                result.Txn.Header = server.Header(result.Txn.Header.Revision);
+                return result.Txn;
+            }))
+            .AddUnary(Unary("KV", "Compact", CompactionRequest.Parser, CompactionResponse.Parser), (r, ctx) => Guard(async () =>
+            {
+                var result = Ok(await server.WriteAsync(new KvCommand { Compact = r, RequestId = RequestId(ctx) }, ctx.CancellationToken));
+                result.Compact.Header = server.Header(result.Compact.Header.Revision);
+                return result.Compact;
+            }))
+            .AddUnary(Unary("Cluster", "MemberList", MemberListRequest.Parser, MemberListResponse.Parser), (r, ctx) => Guard(async () =>
+            {
+                if (r.Linearizable) await server.WaitLinearizableAsync(ctx.CancellationToken);
+                return new MemberListResponse { Header = server.Header(0), Members = { server.Members() } };
+            }))
+            .AddUnary(Unary("Cluster", "MemberRemove", MemberRemoveRequest.Parser, MemberRemoveResponse.Parser), (r, ctx) => Guard(async () =>
+                new MemberRemoveResponse { Header = server.Header(0), Members = { await server.RemoveMemberAsync(r.ID, ctx.CancellationToken) } }))
+            .AddUnary(Unary("Cluster", "MemberAdd", MemberAddRequest.Parser, MemberAddResponse.Parser), (_, _) => NotYet<MemberAddResponse>("MemberAdd"))
+            .AddUnary(Unary("Cluster", "MemberUpdate", MemberUpdateRequest.Parser, MemberUpdateResponse.Parser), (_, _) => NotYet<MemberUpdateResponse>("MemberUpdate"))
+            .AddUnary(Unary("Cluster", "MemberPromote", MemberPromoteRequest.Parser, MemberPromoteResponse.Parser), (_, _) => NotYet<MemberPromoteResponse>("MemberPromote"))
+            .AddUnary(Unary("Maintenance", "Status", StatusRequest.Parser, StatusResponse.Parser),
+                (_, ctx) => Guard(() => server.StatusAsync(ctx.CancellationToken)))
+            .AddUnary(Unary("Maintenance", "MoveLeader", MoveLeaderRequest.Parser, MoveLeaderResponse.Parser), (r, ctx) => Guard(async () =>
+            {
+                await server.MoveLeaderAsync(r.TargetID, ctx.CancellationToken);
+                return new MoveLeaderResponse { Header = server.Header(0) };
+            }));
+        return registry;
+    }
+
+    private static ByteString RequestId(GrpcServerCallContext ctx) =>
+        ctx.RequestHeaders.TryGetValue(KvServer.RequestIdHeader, out var v) && !string.IsNullOrEmpty(v.ToString())
+            ? ByteString.CopyFromUtf8(v.ToString())
+            : ByteString.Empty;
+
+    private static KvResult Ok(KvResult result) =>
+        result.ResultCase == KvResult.ResultOneofCase.Error
+            ? throw new EtcdException((StatusCode)result.Error.Code, result.Error.Message)
+            : result;
+
+    private static Task<T> NotYet<T>(string method) =>
+        Task.FromException<T>(new GrpcCallException(StatusCode.Unimplemented, $"raftv: Cluster.{method} is not served yet"));
+
+    private static async Task<T> Guard<T>(Func<Task<T>> handler)
+    {
+        try
+        {
+            return await handler();
+        }
+        catch (EtcdException e)
+        {
+            throw e.ToGrpc();
+        }
+    }
+}
