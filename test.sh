@@ -58,6 +58,8 @@ run() { "$@" & wait $!; }
 # 1. What the suite needs.
 require_dotnet
 ensure_postgres
+ensure_etcdctl
+ensure_node
 [[ $run_tlc -eq 1 ]] && ensure_java
 
 # 2. Restore and build once; every run below uses --no-build.

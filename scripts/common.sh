@@ -40,6 +40,18 @@ ensure_java() {
   apt_install default-jre-headless || log "java could not be installed: TLC checks will be unavailable."
 }
 
+# etcd's own client (etcdctl) proves wire compatibility in the key-value tests.
+ensure_etcdctl() {
+  command -v etcdctl >/dev/null && return 0
+  apt_install etcd-client || { log "etcdctl is required by the key-value tests: apt-get install etcd-client"; exit 1; }
+}
+
+# Node.js and npm run the gRPC interoperability peer (@grpc/grpc-js).
+ensure_node() {
+  command -v node >/dev/null && command -v npm >/dev/null && return 0
+  apt_install nodejs npm || { log "Node.js and npm are required by the gRPC interop tests: apt-get install nodejs npm"; exit 1; }
+}
+
 # Builds the solution in Release; output is shown only when the build fails.
 build_solution() {
   local out; out="$(mktemp)"
