@@ -18,8 +18,8 @@ public static class RaftvCli
         new("pg", "start or stop a private PostgreSQL server (used by ./test.sh and ./raftv up)",
             "raftv pg start --data DIR [--port P] [--database NAME] [--no-sync]\n  raftv pg stop --data DIR [--destroy]",
             Postgres),
-        new("bench", "print performance figures (storage: PostgreSQL Raft storage write and read paths; core: the pure Raft core)",
-            "raftv bench storage [--seconds N] [--connection CONNSTRING]\n  " + SimulateCommand.BenchUsage, Bench),
+        new("bench", "print performance figures (storage: PostgreSQL Raft storage write and read paths; core: the pure Raft core; put/range: load on etcd v3 endpoints)",
+            "raftv bench storage [--seconds N] [--connection CONNSTRING]\n  " + SimulateCommand.BenchUsage + "\n  " + Raft.Kv.Bench.KvLoadCommand.Usage, Bench),
         new("simulate", "run a deterministic simulated cluster with faults, checking the spec's invariants at every step",
             SimulateCommand.SimulateUsage, SimulateCommand.Simulate),
         new("check-history", "check a client history (JSON lines) for linearizability, per key and overall",
@@ -133,6 +133,8 @@ public static class RaftvCli
     private static async Task<int> Bench(CommandArgs args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
         if (args.Flag("core")) return await SimulateCommand.BenchCore(args, stdout, stderr, ct);
+        foreach (var kind in new[] { "put", "range" })
+            if (args.Flag(kind)) return await Raft.Kv.Bench.KvLoadCommand.Run(kind, args, stdout, stderr, ct);
         var seconds = args.IntOption("--seconds") ?? 3;
         if (seconds < 1) throw new CommandArgsException("--seconds must be at least 1");
         var connection = args.Option("--connection");
