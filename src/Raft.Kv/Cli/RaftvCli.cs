@@ -26,6 +26,7 @@ public static class RaftvCli
             CheckHistoryCommand.Usage, CheckHistoryCommand.Run),
         new("up", "start a local cluster of raftv members serving etcd's v3 API (Ctrl-C stops it)", UpCommand.UpUsage, UpCommand.Up),
         new("serve", "run one raftv member (started by 'raftv up')", UpCommand.ServeUsage, UpCommand.Serve),
+        new("torture", "run a local cluster under injected faults with clients recording a history, then check it", TortureCommand.Usage, TortureCommand.Run),
     ];
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
