@@ -37,7 +37,7 @@ public sealed class FuzzTests(ITestOutputHelper output) : IAsyncLifetime
     private enum Mutation
     {
         Valid, RandomBytes, BitFlips, Truncated, WrongLength, HugeLength, FrameFlag, WrongMessageType,
-        RandomPayload, ForeignCluster, NonMemberOrStray, ValidPrefixThenBad,
+        RandomPayload, ForeignCluster, NonMemberOrStray, ValidPrefixThenBad, DeepNesting, ManyFrames,
     }
 
     private readonly RecordingSink _sink = new(Members);
@@ -74,13 +74,14 @@ public sealed class FuzzTests(ITestOutputHelper output) : IAsyncLifetime
         var clock = Stopwatch.StartNew();
         var badCalls = 0;
         var delivered = 0;
-        var byMutation = new Dictionary<Mutation, int>();
+        var byMutation = new Dictionary<Mutation, (int Calls, TimeSpan Time)>();
         for (var i = 0; i < Iterations; i++)
         {
             // One generator per iteration: a failing iteration replays alone from (seed, i).
             var rng = new Random(unchecked(seed * 1_000_003 + i));
             var target = (Target)rng.Next(Enum.GetValues<Target>().Length);
             var mutation = (Mutation)rng.Next(Enum.GetValues<Mutation>().Length);
+            var started = clock.Elapsed;
             var (body, expected) = MakeCall(rng, target, mutation);
             try
             {
@@ -96,10 +97,11 @@ public sealed class FuzzTests(ITestOutputHelper output) : IAsyncLifetime
             }
             if (expected.Bad) badCalls++;
             delivered += expected.Delivered.Count;
-            byMutation[mutation] = byMutation.GetValueOrDefault(mutation) + 1;
+            var (calls, time) = byMutation.GetValueOrDefault(mutation);
+            byMutation[mutation] = (calls + 1, time + (clock.Elapsed - started));
         }
         output.WriteLine($"fuzz seed {seed}: {Iterations} hostile calls ({badCalls} malformed, {delivered} messages rightly delivered) " +
-                         $"in {clock.Elapsed.TotalSeconds:F1} s; by mutation: {string.Join(", ", byMutation.OrderBy(p => p.Key).Select(p => $"{p.Key} {p.Value}"))}");
+                         $"in {clock.Elapsed.TotalSeconds:F1} s; by mutation: {string.Join(", ", byMutation.OrderBy(p => p.Key).Select(p => $"{p.Key} {p.Value.Calls} ({p.Value.Time.TotalSeconds:F1} s)"))}");
         Assert.True(badCalls > Iterations / 2, $"only {badCalls} of {Iterations} calls were malformed: the generator lost its teeth");
     }
 
@@ -196,6 +198,26 @@ public sealed class FuzzTests(ITestOutputHelper output) : IAsyncLifetime
                 };
                 return [.. Frames(valid), .. last];
             }
+            case Mutation.DeepNesting:
+            {
+                // Message.responses nests Messages: past protobuf's recursion limit the parse
+                // must fail cleanly, below it the mapping must not overflow the stack.
+                var sender = Members[rng.Next(Members.Length)];
+                var inner = Message(rng, sender, NodeId);
+                inner.Type = (Pb.MessageType)rng.Next(0, 24);
+                for (var depth = rng.Next(6) == 0 ? rng.Next(101, 110) : rng.Next(5, 30); depth > 0; depth--)
+                {
+                    var outer = Message(rng, sender, NodeId);
+                    outer.Type = (Pb.MessageType)rng.Next(0, 24);
+                    outer.Responses.Add(inner);
+                    inner = outer;
+                }
+                var batch = new Pb.MessageBatch { ClusterId = Cluster, SenderId = sender, Messages = { inner } };
+                return Frames([batch.ToByteArray()]);
+            }
+            case Mutation.ManyFrames:
+                // Hundreds of tiny (often empty) messages in one call.
+                return Frames(Enumerable.Range(0, rng.Next(50, 200)).Select(_ => RandomBytes(rng, 3)));
             default:
                 throw new ArgumentOutOfRangeException(nameof(mutation));
         }
