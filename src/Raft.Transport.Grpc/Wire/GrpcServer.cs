@@ -31,6 +31,13 @@ public sealed record GrpcServerOptions
     /// <summary>Put a failing handler's exception type and message in the status sent to the client.</summary>
     public bool IncludeExceptionDetails { get; init; }
 
+    /// <summary>
+    /// Accept requests whose <c>:authority</c> is a URL (<c>http://host:port</c>), as Go's HTTP/2
+    /// server does: gRPC-Go clients such as etcdctl 3.4 send that when given endpoints as URLs, and
+    /// Kestrel alone would reset those streams with PROTOCOL_ERROR. See <see cref="Http2AuthorityRewriter"/>.
+    /// </summary>
+    public bool AcceptUrlAuthority { get; init; }
+
     /// <summary>How long stopping waits for calls to end after they are cancelled.</summary>
     public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
@@ -103,18 +110,9 @@ public sealed class GrpcServer : IAsyncDisposable
             kestrel.Listen(options.Endpoint, listen =>
             {
                 listen.Protocols = HttpProtocols.Http2;
-                if (certificate is null) return;
-                listen.UseHttps(https =>
-                {
-                    https.ServerCertificate = certificate;
-                    https.ClientCertificateMode = ClientCertificateMode.RequireCertificate;
-                    https.ClientCertificateValidation = (clientCertificate, _, _) =>
-                    {
-                        if (GrpcTlsFiles.ChainsTo(clientCertificate, authorities!, out var reason)) return true;
-                        logger.LogWarning("Refused a client certificate ({Subject}): {Reason}", clientCertificate.Subject, reason);
-                        return false;
-                    };
-                });
+                if (certificate is not null) UseMutualTls(listen, certificate, authorities!, logger);
+                // After TLS, so the rewriter sees the decrypted frames.
+                if (options.AcceptUrlAuthority) listen.Use(next => context => Http2AuthorityRewriter.RunAsync(context, next));
             });
         });
 
@@ -129,6 +127,19 @@ public sealed class GrpcServer : IAsyncDisposable
         logger.LogInformation("gRPC server listening on {Address} ({MethodCount} methods)", server.Address, services.Methods.Count);
         return server;
     }
+
+    private static void UseMutualTls(ListenOptions listen, X509Certificate2 certificate, X509Certificate2Collection authorities, ILogger logger) =>
+        listen.UseHttps(https =>
+        {
+            https.ServerCertificate = certificate;
+            https.ClientCertificateMode = ClientCertificateMode.RequireCertificate;
+            https.ClientCertificateValidation = (clientCertificate, _, _) =>
+            {
+                if (GrpcTlsFiles.ChainsTo(clientCertificate, authorities, out var reason)) return true;
+                logger.LogWarning("Refused a client certificate ({Subject}): {Reason}", clientCertificate.Subject, reason);
+                return false;
+            };
+        });
 
     private async Task HandleAsync(HttpContext http)
     {
