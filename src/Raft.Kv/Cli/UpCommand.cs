@@ -13,7 +13,19 @@ namespace Raft.Kv.Cli;
 internal static class UpCommand
 {
     public const string UpUsage = "raftv up [--nodes N] [--pg CONNSTRING] [--data DIR] [--host 127.0.0.1]";
-    public const string ServeUsage = "raftv serve --id N --member ID,PEER_URL,CLIENT_URL [--member ...] --pg CONNSTRING [--stop-on-stdin-eof]";
+    public const string ServeUsage = "raftv serve --id ID --member ID,PEER_URL,CLIENT_URL [--member ...] --pg CONNSTRING [--name NAME]\n"
+        + "                [--initial-cluster-state new|existing] [--stop-on-stdin-eof]\n"
+        + "  ID: decimal, or hex with 0x (as 'etcdctl member add' prints it). --member lists the cluster with this member;\n"
+        + "  with --initial-cluster-state existing the member was added by 'etcdctl member add' and joins the running cluster.";
+
+    /// <summary>A member id: decimal, or hexadecimal with 0x (etcdctl prints ids in hex).</summary>
+    internal static ulong ParseMemberId(string text, string what)
+    {
+        var ok = text.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
+            ? ulong.TryParse(text.AsSpan(2), System.Globalization.NumberStyles.AllowHexSpecifier, null, out var id)
+            : ulong.TryParse(text, out id);
+        return ok && id != 0 ? id : throw new CommandArgsException($"{what} '{text}' is not a member id (decimal, or hex with 0x; not 0)");
+    }
 
     /// <summary>Cancelled by Ctrl-C or SIGTERM (and, for members started by 'up', by their stdin closing).</summary>
     private static CancellationTokenSource StopSignal(CancellationToken outer, out IDisposable registrations)
@@ -32,19 +44,23 @@ internal static class UpCommand
 
     public static async Task<int> Serve(CommandArgs args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
-        var id = (ulong)(args.IntOption("--id") ?? throw new CommandArgsException("--id N is required"));
+        var id = ParseMemberId(args.Option("--id") ?? throw new CommandArgsException("--id ID is required"), "--id");
         var pg = args.Option("--pg") ?? throw new CommandArgsException("--pg CONNSTRING is required");
+        var name = args.Option("--name") ?? $"node{id}";
+        var clusterState = args.Option("--initial-cluster-state") ?? "new";
+        if (clusterState is not ("new" or "existing"))
+            throw new CommandArgsException($"--initial-cluster-state must be new or existing, not '{clusterState}'");
         var stopOnEof = args.Flag("--stop-on-stdin-eof");
         var members = new List<KvMember>();
         while (args.Option("--member") is { } spec)
         {
             var parts = spec.Split(',');
-            if (parts.Length != 3 || !ulong.TryParse(parts[0], out var mid) || mid == 0)
-                throw new CommandArgsException($"--member '{spec}' is not ID,PEER_URL,CLIENT_URL");
+            if (parts.Length != 3) throw new CommandArgsException($"--member '{spec}' is not ID,PEER_URL,CLIENT_URL");
+            var mid = ParseMemberId(parts[0], "--member");
             members.Add(new KvMember(mid, $"node{mid}", parts[1], parts[2]));
         }
         args.EnsureNoneLeft();
-        var options = new KvServerOptions { NodeId = id, Members = members, ConnectionString = pg };
+        var options = new KvServerOptions { NodeId = id, Members = members, ConnectionString = pg, JoinExisting = clusterState == "existing", Name = name };
         try
         {
             options.Validate();
@@ -66,17 +82,17 @@ internal static class UpCommand
                 await stop.CancelAsync();
             }, CancellationToken.None);
 
-        await using var server = await KvServer.StartAsync(options, new StderrLogger($"node{id}"), stop.Token);
-        stdout.WriteLine($"node{id} serving etcd v3 clients at {server.ClientAddress}, peers at {server.PeerAddress}");
+        await using var server = await KvServer.StartAsync(options, new StderrLogger(name), stop.Token);
+        stdout.WriteLine($"{name} ({id:x}) serving etcd v3 clients at {server.ClientAddress}, peers at {server.PeerAddress}");
         stdout.Flush();
-        try
+        await Task.WhenAny(server.Removed, Task.Delay(Timeout.Infinite, stop.Token)).ContinueWith(_ => { }, CancellationToken.None);
+        if (server.Removed.IsCompleted && !stop.IsCancellationRequested)
         {
-            await Task.Delay(Timeout.Infinite, stop.Token);
+            // Like etcd: a member removed from the cluster stops; the MemberRemove answer gets a moment to leave first.
+            stdout.WriteLine($"{name} ({id:x}) was removed from the cluster; stopping");
+            await Task.Delay(TimeSpan.FromSeconds(1), CancellationToken.None);
         }
-        catch (OperationCanceledException)
-        {
-        }
-        stdout.WriteLine($"node{id} stopping");
+        stdout.WriteLine($"{name} stopping");
         return 0;
     }
 
@@ -116,8 +132,7 @@ internal static class UpCommand
                 children.Add(StartChild(m.Name, argv, stdout, stderr));
             }
             stdout.WriteLine($"client endpoints: {string.Join(",", members.Select(m => m.ClientUrl))}");
-            // etcdctl 3.4 sends a URL given with its scheme as the :authority of some calls (endpoint status), which HTTP/2 servers refuse: give host:port.
-            stdout.WriteLine($"try: etcdctl --endpoints={string.Join(",", members.Select(m => new Uri(m.ClientUrl).Authority))} endpoint status");
+            stdout.WriteLine($"try: etcdctl --endpoints={string.Join(",", members.Select(m => m.ClientUrl))} endpoint status");
             stdout.WriteLine("Ctrl-C stops the cluster.");
             stdout.Flush();
 

@@ -13,6 +13,10 @@ internal static class EtcdServices
         where TReq : IMessage<TReq> where TResp : IMessage<TResp> =>
         GrpcMethod.Protobuf(GrpcMethodType.Unary, "etcdserverpb." + service, method, req, resp);
 
+    /// <summary>Cluster/MemberPromote, also called by a follower on the leader.</summary>
+    public static readonly GrpcMethod<MemberPromoteRequest, MemberPromoteResponse> PromoteMethod =
+        Unary("Cluster", "MemberPromote", MemberPromoteRequest.Parser, MemberPromoteResponse.Parser);
+
     public static GrpcServiceRegistry Register(GrpcServiceRegistry registry, KvServer server)
     {
         registry
@@ -52,9 +56,15 @@ internal static class EtcdServices
             }))
             .AddUnary(Unary("Cluster", "MemberRemove", MemberRemoveRequest.Parser, MemberRemoveResponse.Parser), (r, ctx) => Guard(async () =>
                 new MemberRemoveResponse { Header = server.Header(0), Members = { await server.RemoveMemberAsync(r.ID, ctx.CancellationToken) } }))
-            .AddUnary(Unary("Cluster", "MemberAdd", MemberAddRequest.Parser, MemberAddResponse.Parser), (_, _) => NotYet<MemberAddResponse>("MemberAdd"))
-            .AddUnary(Unary("Cluster", "MemberUpdate", MemberUpdateRequest.Parser, MemberUpdateResponse.Parser), (_, _) => NotYet<MemberUpdateResponse>("MemberUpdate"))
-            .AddUnary(Unary("Cluster", "MemberPromote", MemberPromoteRequest.Parser, MemberPromoteResponse.Parser), (_, _) => NotYet<MemberPromoteResponse>("MemberPromote"))
+            .AddUnary(Unary("Cluster", "MemberAdd", MemberAddRequest.Parser, MemberAddResponse.Parser), (r, ctx) => Guard(async () =>
+            {
+                var (added, members) = await server.AddMemberAsync([.. r.PeerURLs], r.IsLearner, ctx.CancellationToken);
+                return new MemberAddResponse { Header = server.Header(0), Member = added, Members = { members } };
+            }))
+            .AddUnary(Unary("Cluster", "MemberUpdate", MemberUpdateRequest.Parser, MemberUpdateResponse.Parser), (r, ctx) => Guard(async () =>
+                new MemberUpdateResponse { Header = server.Header(0), Members = { await server.UpdateMemberAsync(r.ID, [.. r.PeerURLs], ctx.CancellationToken) } }))
+            .AddUnary(PromoteMethod, (r, ctx) => Guard(async () =>
+                new MemberPromoteResponse { Header = server.Header(0), Members = { await server.PromoteMemberAsync(r.ID, ctx.CancellationToken) } }))
             .AddUnary(Unary("Maintenance", "Status", StatusRequest.Parser, StatusResponse.Parser),
                 (_, ctx) => Guard(() => server.StatusAsync(ctx.CancellationToken)))
             .AddUnary(Unary("Maintenance", "MoveLeader", MoveLeaderRequest.Parser, MoveLeaderResponse.Parser), (r, ctx) => Guard(async () =>
@@ -74,9 +84,6 @@ internal static class EtcdServices
         result.ResultCase == KvResult.ResultOneofCase.Error
             ? throw new EtcdException((StatusCode)result.Error.Code, result.Error.Message)
             : result;
-
-    private static Task<T> NotYet<T>(string method) =>
-        Task.FromException<T>(new GrpcCallException(StatusCode.Unimplemented, $"raftv: Cluster.{method} is not served yet"));
 
     private static async Task<T> Guard<T>(Func<Task<T>> handler)
     {

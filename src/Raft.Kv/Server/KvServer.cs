@@ -27,6 +27,8 @@ public sealed class KvServer : IAsyncDisposable
     public const string RequestIdHeader = "raftv-request-id";
     private const long GroupId = 1;
     private const string EtcdVersion = "3.5.0";
+    /// <summary>etcd's default --max-learners.</summary>
+    private const int MaxLearners = 1;
 
     private readonly KvServerOptions _options;
     private readonly ILogger _logger;
@@ -46,6 +48,11 @@ public sealed class KvServer : IAsyncDisposable
     private ulong _term;
     private ulong _leader;
     private ConfState _confState = ConfStateModule.empty;
+    // Members' names and URLs as the applied configuration changes left them (by id).
+    private IReadOnlyDictionary<ulong, Member> _memberRecords = new Dictionary<ulong, Member>();
+    private bool _wasMember;
+    private readonly TaskCompletionSource _removed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private Task _publish = Task.CompletedTask;
 
     private KvServer(KvServerOptions options, ILogger logger)
     {
@@ -56,6 +63,11 @@ public sealed class KvServer : IAsyncDisposable
     public Uri ClientAddress => _clientServer.Address;
     public Uri PeerAddress => _peerServer.Address;
     public ulong Applied => Volatile.Read(ref _applied);
+
+    /// <summary>Completes when an applied configuration change removed this member: it no longer belongs to the cluster.</summary>
+    public Task Removed => _removed.Task;
+
+    public ulong Id => _options.NodeId;
 
     public static async Task<KvServer> StartAsync(KvServerOptions options, ILogger? logger = null, CancellationToken cancellationToken = default)
     {
@@ -87,10 +99,14 @@ public sealed class KvServer : IAsyncDisposable
         }
         _applied = state.AppliedIndex;
         _lastSnapshot = snapshot.Metadata.Index;
-        _confState = snapshot.Metadata.ConfState;
         var initial = _raftStorage.InitialState().ResultValue;
         _confState = initial.Item2;
         _term = initial.Item1.Term;
+        var fresh = _raftStorage.LastIndex().ResultValue == 0 && SnapshotModule.isEmpty(snapshot);
+        // A joining member learns its own record from the log (MemberAdd), as the others did.
+        if (fresh)
+            await _store.SeedMembersAsync(_options.Members.Where(m => !_options.JoinExisting || m.Id != _options.NodeId).Select(m => ToMember(m)), ct);
+        await ReloadMembersAsync(ct);
 
         var raftOptions = new RaftNodeOptions
         {
@@ -98,18 +114,20 @@ public sealed class KvServer : IAsyncDisposable
             ElectionTick = _options.ElectionTick,
             HeartbeatTick = _options.HeartbeatTick,
             TickInterval = _options.TickInterval,
-            Applied = _applied,
+            // Raft's configuration is the snapshot's: the committed entries after it are delivered
+            // again so their configuration changes reach raft (the store skips what it applied).
+            Applied = _lastSnapshot,
             MaxSizePerMsg = 1024 * 1024,
             MaxInflightMsgs = 256,
             CheckQuorum = true,
             PreVote = true,
         };
-        var fresh = _raftStorage.LastIndex().ResultValue == 0 && SnapshotModule.isEmpty(snapshot);
-        _node = fresh
+        // A member joining a running cluster starts with no configuration (etcd's RestartNode with no peers).
+        _node = fresh && !_options.JoinExisting
             ? Node.Start(raftOptions, _raftStorage, _options.Members.Select(m => m.Id), _logger)
             : Node.Restart(raftOptions, _raftStorage, _logger);
 
-        _transport = new PeerTransport(_options.ClusterId, _options.NodeId, _options.Members, () => _node, _logger);
+        _transport = new PeerTransport(_options.ClusterId, _options.NodeId, PeerAddresses(), () => _node, _logger);
         var peerServices = new GrpcServiceRegistry();
         _transport.Register(peerServices);
         _peerServer = await GrpcServer.StartAsync(new GrpcServerOptions
@@ -118,10 +136,72 @@ public sealed class KvServer : IAsyncDisposable
             MaxReceiveMessageSize = PeerTransport.MaxMessageSize,
             MaxSendMessageSize = PeerTransport.MaxMessageSize,
         }, peerServices, _logger, ct);
-        _clientServer = await GrpcServer.StartAsync(new GrpcServerOptions { Endpoint = EndpointOf(_options.Self.ClientUrl) },
+        // etcd clients may name the endpoint by URL in :authority (etcdctl 3.4 'endpoint status' does).
+        _clientServer = await GrpcServer.StartAsync(new GrpcServerOptions { Endpoint = EndpointOf(_options.Self.ClientUrl), AcceptUrlAuthority = true },
             EtcdServices.Register(new GrpcServiceRegistry(), this), _logger, ct);
         _transport.Start();
         _loop = Task.Run(() => RunAsync(_stop.Token), CancellationToken.None);
+        _publish = Task.Run(() => PublishAttributesAsync(_stop.Token), CancellationToken.None);
+    }
+
+    private static Member ToMember(KvMember m) => new() { ID = m.Id, Name = m.Name, PeerURLs = { m.PeerUrl }, ClientURLs = { m.ClientUrl } };
+
+    private List<KvMember> PeerAddresses() =>
+        [.. Volatile.Read(ref _memberRecords).Values.Where(m => m.PeerURLs.Count > 0)
+            .Select(m => new KvMember(m.ID, m.Name, m.PeerURLs[0], m.ClientURLs.FirstOrDefault() ?? ""))];
+
+    private async Task ReloadMembersAsync(CancellationToken ct)
+    {
+        var records = await _store.ReadMembersAsync(ct);
+        Volatile.Write(ref _memberRecords, records.ToDictionary(m => m.ID));
+    }
+
+    /// <summary>After the configuration changed: peers' addresses follow it, and a member that was removed says so.</summary>
+    private async Task OnMembershipChangedAsync(CancellationToken ct)
+    {
+        await ReloadMembersAsync(ct);
+        _transport.SetPeers(PeerAddresses());
+        var self = _options.NodeId;
+        var isMember = _confState.Voters.Contains(self) || _confState.Learners.Contains(self)
+                       || _confState.VotersOutgoing.Contains(self) || _confState.LearnersNext.Contains(self);
+        if (isMember) _wasMember = true;
+        else if (_wasMember && _removed.TrySetResult())
+            _logger.LogWarning("member {Id:x} was removed from the cluster; it stops serving", self);
+    }
+
+    /// <summary>
+    /// A member publishes its name and client URLs through raft (as etcd's member attributes), so
+    /// a member added with only peer URLs becomes "started" in everyone's member list.
+    /// </summary>
+    private async Task PublishAttributesAsync(CancellationToken ct)
+    {
+        var self = _options.Self with { Name = _options.Name ?? _options.Self.Name };
+        try
+        {
+            while (!ct.IsCancellationRequested)
+            {
+                await Task.Delay(_options.TickInterval * 3, ct);
+                if (Volatile.Read(ref _leader) == 0 || !_wasMember) continue;
+                if (Volatile.Read(ref _memberRecords).TryGetValue(self.Id, out var record)
+                    && record.Name == self.Name && record.ClientURLs.SequenceEqual([self.ClientUrl])) return;
+                var attributes = new Member { ID = self.Id, Name = self.Name, ClientURLs = { self.ClientUrl } };
+                try
+                {
+                    await ChangeMembershipAsync(UpdateNode(self.Id, attributes),
+                        () => Volatile.Read(ref _memberRecords).TryGetValue(self.Id, out var r) && r.Name == self.Name, ct);
+                }
+                catch (EtcdException e)
+                {
+                    _logger.LogDebug("publishing the attributes of {Id:x} failed, will retry: {Error}", self.Id, e.Message);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+        catch (NodeStoppedException)
+        {
+        }
     }
 
     private static IPEndPoint EndpointOf(string url)
@@ -149,6 +229,7 @@ public sealed class KvServer : IAsyncDisposable
                     await _store.ImportSnapshotAsync(new MemoryStream(snapshot.Data), ct);
                     _confState = snapshot.Metadata.ConfState;
                     _lastSnapshot = snapshot.Metadata.Index;
+                    await OnMembershipChangedAsync(ct);
                     SetApplied(snapshot.Metadata.Index);
                 }
                 foreach (var m in rd.PeerMessages) _transport.Send(m);
@@ -173,11 +254,16 @@ public sealed class KvServer : IAsyncDisposable
     private async Task ApplyAsync(IReadOnlyList<Entry> entries, CancellationToken ct)
     {
         var results = await _store.ApplyAsync(entries, ct);
+        var membershipChanged = false;
         foreach (var entry in entries)
         {
-            if (entry.Index <= _applied || !entry.TryGetConfChange(out var cc)) continue;
+            // Raft delivers each committed entry once per start (from the snapshot on): every
+            // configuration change goes to raft, even one the store had applied before a restart.
+            if (!entry.TryGetConfChange(out var cc)) continue;
             _confState = await _node.ApplyConfChangeAsync(cc, ct);
+            membershipChanged = true;
         }
+        if (membershipChanged) await OnMembershipChangedAsync(ct);
         foreach (var r in results)
         {
             if (r.Command is { RequestId.IsEmpty: false } c && r.Result is { } result && _writes.TryRemove(c.RequestId, out var waiter))
@@ -251,6 +337,7 @@ public sealed class KvServer : IAsyncDisposable
     /// <summary>During an election requests wait (up to their timeout) rather than fail: a leader usually comes within an election timeout.</summary>
     private async Task WaitForLeaderAsync(CancellationToken ct)
     {
+        if (_removed.Task.IsCompleted) throw EtcdErrors.Stopped();
         try
         {
             while (Volatile.Read(ref _leader) == 0) await Task.Delay(_options.TickInterval, ct);
@@ -299,10 +386,13 @@ public sealed class KvServer : IAsyncDisposable
     {
         var status = await _node.StatusAsync(ct);
         var state = await _store.ReadStateAsync(ct);
+        var (dbSize, inUse) = await _store.SizeAsync(ct);
         return new StatusResponse
         {
             Header = Header(state.Revision),
             Version = EtcdVersion,
+            DbSize = dbSize,
+            DbSizeInUse = inUse,
             Leader = status.Lead,
             RaftIndex = status.Commit,
             RaftTerm = status.Term,
@@ -311,30 +401,44 @@ public sealed class KvServer : IAsyncDisposable
         };
     }
 
+    // ---- cluster membership (etcd's Cluster service) -----------------------------------------
+
+    private static ConfChangeI UpdateNode(ulong id, Member attributes) =>
+        ConfChangeI.NewConfChangeV1(new ConfChange(ConfChangeType.ConfChangeUpdateNode, id, attributes.ToByteArray(), 0UL));
+
+    /// <summary>The applied configuration: raft's voters and learners with the names and URLs the member table has.</summary>
     internal IReadOnlyList<Member> Members()
     {
-        var voters = _confState.Voters.Concat(_confState.VotersOutgoing).ToHashSet();
-        var learners = _confState.Learners.Concat(_confState.LearnersNext).ToHashSet();
+        var cs = _confState;
+        var learners = cs.Learners.Concat(cs.LearnersNext).ToHashSet();
+        var ids = cs.Voters.Concat(cs.VotersOutgoing).Concat(learners).Distinct().Order();
+        var records = Volatile.Read(ref _memberRecords);
         var list = new List<Member>();
-        foreach (var m in _options.Members)
+        foreach (var id in ids)
         {
-            if (!voters.Contains(m.Id) && !learners.Contains(m.Id)) continue;
-            list.Add(new Member { ID = m.Id, Name = m.Name, PeerURLs = { m.PeerUrl }, ClientURLs = { m.ClientUrl }, IsLearner = learners.Contains(m.Id) });
+            var m = new Member { ID = id, IsLearner = learners.Contains(id) };
+            if (records.TryGetValue(id, out var r))
+            {
+                m.Name = r.Name;
+                m.PeerURLs.AddRange(r.PeerURLs);
+                m.ClientURLs.AddRange(r.ClientURLs);
+            }
+            list.Add(m);
         }
         return list;
     }
 
-    internal async Task<IReadOnlyList<Member>> RemoveMemberAsync(ulong id, CancellationToken ct)
+    /// <summary>Proposes a configuration change and waits until it is applied here (<paramref name="applied"/> holds).</summary>
+    private async Task ChangeMembershipAsync(ConfChangeI change, Func<bool> applied, CancellationToken ct)
     {
-        if (Members().All(m => m.ID != id)) throw EtcdErrors.MemberNotFound();
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(_options.RequestTimeout);
         try
         {
-            await _node.ProposeConfChangeAsync(ConfChanges.RemoveNode(id), timeout.Token);
-            while (Members().Any(m => m.ID == id))
+            await WaitForLeaderAsync(timeout.Token);
+            await _node.ProposeConfChangeAsync(change, timeout.Token);
+            while (!applied())
                 await Volatile.Read(ref _appliedChanged).Task.WaitAsync(timeout.Token);
-            return Members();
         }
         catch (ProposalDroppedException)
         {
@@ -344,6 +448,117 @@ public sealed class KvServer : IAsyncDisposable
         {
             throw EtcdErrors.Timeout();
         }
+    }
+
+    private static void ValidatePeerUrls(IEnumerable<string> urls)
+    {
+        var list = urls.ToList();
+        if (list.Count == 0) throw EtcdErrors.MemberBadUrls();
+        foreach (var u in list)
+        {
+            if (!Uri.TryCreate(u, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https")
+                || uri.AbsolutePath != "/" || uri.Port <= 0 || !(uri.Host == "localhost" || IPAddress.TryParse(uri.Host, out _)))
+                throw EtcdErrors.MemberBadUrls();
+        }
+    }
+
+    private static string NormalizeUrl(string url) => new Uri(url).GetLeftPart(UriPartial.Authority);
+
+    /// <summary>etcd's strict reconfiguration check: the started voters (those that published their name) must keep a quorum.</summary>
+    private void CheckQuorumAfter(int voterDelta, ulong? leaving)
+    {
+        var members = Members();
+        var voters = members.Where(m => !m.IsLearner).ToList();
+        var started = voters.Count(m => !string.IsNullOrEmpty(m.Name) && m.ID != leaving);
+        var newVoters = voters.Count + voterDelta;
+        if (started < newVoters / 2 + 1) throw EtcdErrors.NotEnoughStartedMembers();
+    }
+
+    internal async Task<(Member Added, IReadOnlyList<Member> Members)> AddMemberAsync(IReadOnlyList<string> peerUrls, bool isLearner, CancellationToken ct)
+    {
+        ValidatePeerUrls(peerUrls);
+        var wanted = peerUrls.Select(NormalizeUrl).ToHashSet();
+        var members = Members();
+        if (members.SelectMany(m => m.PeerURLs).Select(NormalizeUrl).Any(wanted.Contains)) throw EtcdErrors.PeerUrlExists();
+        if (isLearner)
+        {
+            if (members.Count(m => m.IsLearner) >= MaxLearners) throw EtcdErrors.TooManyLearners();
+        }
+        else
+        {
+            CheckQuorumAfter(+1, null);
+        }
+        ulong id;
+        do id = (ulong)Random.Shared.NextInt64(1, long.MaxValue); while (members.Any(m => m.ID == id));
+        var added = new Member { ID = id, PeerURLs = { peerUrls }, IsLearner = isLearner };
+        var change = isLearner ? ConfChanges.AddLearner(id, added.ToByteArray()) : ConfChanges.AddNode(id, added.ToByteArray());
+        await ChangeMembershipAsync(change, () => Members().Any(m => m.ID == id), ct);
+        return (added, Members());
+    }
+
+    internal async Task<IReadOnlyList<Member>> RemoveMemberAsync(ulong id, CancellationToken ct)
+    {
+        var member = Members().FirstOrDefault(m => m.ID == id) ?? throw EtcdErrors.MemberNotFound();
+        if (!member.IsLearner) CheckQuorumAfter(-1, id);
+        await ChangeMembershipAsync(ConfChanges.RemoveNode(id), () => Members().All(m => m.ID != id), ct);
+        return Members();
+    }
+
+    internal async Task<IReadOnlyList<Member>> UpdateMemberAsync(ulong id, IReadOnlyList<string> peerUrls, CancellationToken ct)
+    {
+        ValidatePeerUrls(peerUrls);
+        var members = Members();
+        if (members.All(m => m.ID != id)) throw EtcdErrors.MemberNotFound();
+        var wanted = peerUrls.Select(NormalizeUrl).ToHashSet();
+        if (members.Where(m => m.ID != id).SelectMany(m => m.PeerURLs).Select(NormalizeUrl).Any(wanted.Contains)) throw EtcdErrors.PeerUrlExists();
+        var update = new Member { ID = id, PeerURLs = { peerUrls } };
+        await ChangeMembershipAsync(UpdateNode(id, update),
+            () => Members().FirstOrDefault(m => m.ID == id) is not { } m || m.PeerURLs.SequenceEqual(peerUrls), ct);
+        return Members();
+    }
+
+    /// <summary>
+    /// Learner to voter, decided on the leader, which alone knows how far the learner's log is
+    /// (a follower forwards the request there, as etcd does).
+    /// </summary>
+    internal async Task<IReadOnlyList<Member>> PromoteMemberAsync(ulong id, CancellationToken ct)
+    {
+        var member = Members().FirstOrDefault(m => m.ID == id) ?? throw EtcdErrors.MemberNotFound();
+        if (!member.IsLearner) throw EtcdErrors.MemberNotLearner();
+        using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct))
+        {
+            timeout.CancelAfter(_options.RequestTimeout);
+            await WaitForLeaderAsync(timeout.Token);
+        }
+        var status = await _node.StatusAsync(ct);
+        if (!status.IsLeader)
+        {
+            var leader = Members().FirstOrDefault(m => m.ID == status.Lead && m.ClientURLs.Count > 0) ?? throw EtcdErrors.NoLeader();
+            using var client = new GrpcClient(new GrpcClientOptions { Address = new Uri(leader.ClientURLs[0]) });
+            var response = await client.UnaryAsync(EtcdServices.PromoteMethod, new MemberPromoteRequest { ID = id },
+                new GrpcCallOptions(Timeout: _options.RequestTimeout, CancellationToken: ct));
+            // Answer once this member has applied the promotion too, so its member list agrees.
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            timeout.CancelAfter(_options.RequestTimeout);
+            try
+            {
+                while (Members().FirstOrDefault(m => m.ID == id) is { IsLearner: true })
+                    await Volatile.Read(ref _appliedChanged).Task.WaitAsync(timeout.Token);
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                throw EtcdErrors.Timeout();
+            }
+            return [.. response.Members];
+        }
+        // etcd's readiness rule: the learner's log matches at least 90% of the leader's.
+        var leaderMatch = status.Progress.TryGetValue(_options.NodeId, out var own) ? own.Match : status.Commit;
+        if (!status.Progress.TryGetValue(id, out var progress) || progress.Match < leaderMatch * 9 / 10)
+            throw EtcdErrors.LearnerNotReady();
+        var promoted = new Member { ID = id };
+        await ChangeMembershipAsync(ConfChanges.AddNode(id, promoted.ToByteArray()),
+            () => Members().FirstOrDefault(m => m.ID == id) is not { IsLearner: true }, ct);
+        return Members();
     }
 
     internal async Task MoveLeaderAsync(ulong target, CancellationToken ct)
@@ -366,6 +581,7 @@ public sealed class KvServer : IAsyncDisposable
         if (_clientServer is not null) await _clientServer.DisposeAsync();
         if (_node is not null) await _node.StopAsync();
         try { await _loop; } catch (Exception e) { _logger.LogDebug("raft loop ended: {Error}", e.Message); }
+        try { await _publish; } catch (Exception e) { _logger.LogDebug("attribute publishing ended: {Error}", e.Message); }
         if (_transport is not null) await _transport.DisposeAsync();
         if (_peerServer is not null) await _peerServer.DisposeAsync();
         if (_store is not null) await _store.DisposeAsync();

@@ -19,6 +19,18 @@ public sealed record KvServerOptions
     public int HeartbeatTick { get; init; } = 1;
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(7);
     public LogCompactionPolicy Compaction { get; init; } = new();
+    /// <summary>
+    /// etcd's --initial-cluster-state existing: this member was added with MemberAdd and joins a
+    /// running cluster, so it does not bootstrap a configuration; the leader sends it the log or a
+    /// snapshot. <see cref="Members"/> then lists the running members and this one.
+    /// </summary>
+    public bool JoinExisting { get; init; }
+    /// <summary>
+    /// The name this member publishes through raft once it runs (etcd's --name); null keeps the
+    /// name <see cref="Members"/> gives it. Members' records start from <see cref="Members"/>, which
+    /// every member is given alike, so their tables agree from the first entry on.
+    /// </summary>
+    public string? Name { get; init; }
     public PostgresKvStoreOptions Store { get; init; } = new();
 
     public KvMember Self => Members.First(m => m.Id == NodeId);

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Raft.Host;
@@ -11,6 +12,7 @@ namespace Raft.Kv.Server;
 /// <summary>
 /// Raft messages between members over RaftPeer/Stream: one long-lived stream to each peer fed by
 /// a queue; a broken stream is reported to raft (ReportUnreachable, failed snapshots) and redialled.
+/// Peers come and go with the applied configuration (<see cref="SetPeers"/>).
 /// </summary>
 internal sealed class PeerTransport : IAsyncDisposable
 {
@@ -23,8 +25,10 @@ internal sealed class PeerTransport : IAsyncDisposable
     private readonly ulong _selfId;
     private readonly Func<Node> _node;
     private readonly ILogger _logger;
-    private readonly Dictionary<ulong, Peer> _peers = [];
+    private readonly ConcurrentDictionary<ulong, Peer> _peers = new();
     private readonly CancellationTokenSource _stop = new();
+    private readonly object _reconcile = new();
+    private bool _started;
 
     public PeerTransport(ulong clusterId, ulong selfId, IEnumerable<KvMember> members, Func<Node> node, ILogger logger)
     {
@@ -38,7 +42,35 @@ internal sealed class PeerTransport : IAsyncDisposable
 
     public void Start()
     {
-        foreach (var p in _peers.Values) p.Start(_stop.Token);
+        lock (_reconcile)
+        {
+            _started = true;
+            foreach (var p in _peers.Values) p.Start(_stop.Token);
+        }
+    }
+
+    /// <summary>The peers' addresses as the applied configuration has them: new peers are dialled, moved ones redialled, removed ones dropped.</summary>
+    public void SetPeers(IEnumerable<KvMember> members)
+    {
+        lock (_reconcile)
+        {
+            if (_stop.IsCancellationRequested) return;
+            var wanted = members.Where(m => m.Id != _selfId).ToDictionary(m => m.Id);
+            foreach (var (id, peer) in _peers)
+            {
+                if (wanted.TryGetValue(id, out var m) && m.PeerUrl == peer.Member.PeerUrl) continue;
+                if (_peers.TryRemove(id, out var gone)) _ = gone.StopAsync();
+                _logger.LogInformation("peer {Id:x} at {Url} dropped", id, peer.Member.PeerUrl);
+            }
+            foreach (var m in wanted.Values)
+            {
+                if (_peers.ContainsKey(m.Id)) continue;
+                var peer = new Peer(this, m);
+                _peers[m.Id] = peer;
+                if (_started) peer.Start(_stop.Token);
+                _logger.LogInformation("peer {Id:x} at {Url} added", m.Id, m.PeerUrl);
+            }
+        }
     }
 
     public void Send(Message m)
@@ -85,6 +117,9 @@ internal sealed class PeerTransport : IAsyncDisposable
 
     private sealed class Peer(PeerTransport owner, KvMember member)
     {
+        private readonly CancellationTokenSource _stop = new();
+        public KvMember Member => member;
+
         public Channel<Message> Queue { get; } = Channel.CreateBounded<Message>(new BoundedChannelOptions(4096)
         {
             // Raft retransmits what is lost; a peer that is down must not hold memory without bound.
@@ -93,11 +128,16 @@ internal sealed class PeerTransport : IAsyncDisposable
 
         private Task _loop = Task.CompletedTask;
 
-        public void Start(CancellationToken ct) => _loop = Task.Run(() => RunAsync(ct), CancellationToken.None);
+        public void Start(CancellationToken ct)
+        {
+            var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, _stop.Token);
+            _loop = Task.Run(() => RunAsync(linked.Token), CancellationToken.None).ContinueWith(_ => linked.Dispose(), TaskScheduler.Default);
+        }
 
         public async Task StopAsync()
         {
             Queue.Writer.TryComplete();
+            await _stop.CancelAsync();
             try { await _loop; } catch (OperationCanceledException) { }
         }
 

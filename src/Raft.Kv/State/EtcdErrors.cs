@@ -31,6 +31,9 @@ public static class EtcdErrors
     public static EtcdException PeerUrlExists() => new(StatusCode.FailedPrecondition, "etcdserver: Peer URLs already exists");
     public static EtcdException MemberBadUrls() => new(StatusCode.InvalidArgument, "etcdserver: given member URLs are invalid");
     public static EtcdException MemberNotLearner() => new(StatusCode.FailedPrecondition, "etcdserver: can only promote a learner member");
+    public static EtcdException LearnerNotReady() => new(StatusCode.FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader");
+    public static EtcdException TooManyLearners() => new(StatusCode.FailedPrecondition, "etcdserver: too many learner members in cluster");
+    public static EtcdException NotEnoughStartedMembers() => new(StatusCode.FailedPrecondition, "etcdserver: re-configuration failed due to not enough started members");
     public static EtcdException NoLeader() => new(StatusCode.Unavailable, "etcdserver: no leader");
     public static EtcdException NotLeader() => new(StatusCode.FailedPrecondition, "etcdserver: not leader");
     public static EtcdException LeaderChanged() => new(StatusCode.Unavailable, "etcdserver: leader changed");

@@ -131,6 +131,17 @@ public sealed class PostgresKvStore : IAsyncDisposable
                 INSERT INTO {_q}.kv_schema (version) VALUES ({SchemaVersion});
                 """, ct).ConfigureAwait(false);
         }
+        // The cluster's members as configuration changes left them (raft's ConfState says who votes).
+        await ExecAsync(conn, tx, $"""
+            CREATE TABLE IF NOT EXISTS {_q}.kv_members (
+                group_id    bigint NOT NULL,
+                id          bigint NOT NULL,
+                name        text   NOT NULL,
+                peer_urls   text[] NOT NULL,
+                client_urls text[] NOT NULL,
+                PRIMARY KEY (group_id, id)
+            );
+            """, ct).ConfigureAwait(false);
         await using (var cmd = new NpgsqlCommand($"INSERT INTO {_q}.kv_groups (group_id) VALUES ($1) ON CONFLICT DO NOTHING", conn, tx))
         {
             cmd.Parameters.Add(new() { Value = GroupId });
@@ -229,7 +240,13 @@ public sealed class PostgresKvStore : IAsyncDisposable
 
     private async Task<AppliedEntry> ApplyEntryAsync(NpgsqlConnection conn, NpgsqlTransaction tx, StateCursor cursor, Entry entry, CancellationToken ct)
     {
-        if (!entry.Type.IsEntryNormal || entry.Data.Length == 0)
+        if (!entry.Type.IsEntryNormal)
+        {
+            if (Raft.Host.ConfChanges.TryGetConfChange(entry, out var confChange))
+                await ApplyMemberChangeAsync(conn, tx, confChange, ct).ConfigureAwait(false);
+            return new AppliedEntry(entry.Index, entry.Term, null, null, false);
+        }
+        if (entry.Data.Length == 0)
             return new AppliedEntry(entry.Index, entry.Term, null, null, false);
         KvCommand command;
         try
@@ -276,6 +293,127 @@ public sealed class PostgresKvStore : IAsyncDisposable
             await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
         }
         return new AppliedEntry(entry.Index, entry.Term, command, result, false);
+    }
+
+    // ---- members -----------------------------------------------------------------------------
+
+    /// <summary>
+    /// Applies a configuration change to the member table: its context, when not empty, is an
+    /// etcdserverpb.Member whose non-empty fields are the member's new attributes (MemberAdd puts
+    /// the peer URLs there, a starting member its name and client URLs, MemberUpdate new peer URLs);
+    /// a removal deletes the member. Every replica applies the same entry, so all agree on addresses.
+    /// </summary>
+    private async Task ApplyMemberChangeAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Raft.Spec.ConfChangeI confChange, CancellationToken ct)
+    {
+        var (changes, context) = confChange switch
+        {
+            Raft.Spec.ConfChangeI.ConfChangeV1 v1 => (new[] { (v1.Item.Type, v1.Item.NodeId) }, v1.Item.Context),
+            Raft.Spec.ConfChangeI.ConfChangeV2Change v2 => (v2.Item.Changes.Select(c => (c.Type, c.NodeId)).ToArray(), v2.Item.Context),
+            _ => throw new KvStoreException($"unknown configuration change {confChange}"),
+        };
+        Member? attributes = null;
+        if (context is { Length: > 0 })
+        {
+            try
+            {
+                attributes = Member.Parser.ParseFrom(context);
+            }
+            catch (InvalidProtocolBufferException e)
+            {
+                // Conf changes proposed by other tools may carry other contexts: membership still changes, attributes do not.
+                _logger.LogWarning("configuration change context is not a member record ({Error}); member attributes unchanged", e.Message);
+            }
+        }
+        foreach (var (type, nodeId) in changes)
+        {
+            if (type.IsConfChangeRemoveNode)
+            {
+                await using var del = new NpgsqlCommand($"DELETE FROM {_q}.kv_members WHERE group_id = $1 AND id = $2", conn, tx);
+                del.Parameters.Add(new() { Value = GroupId });
+                del.Parameters.Add(new() { Value = (long)nodeId });
+                await del.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+                continue;
+            }
+            var a = attributes is not null && attributes.ID == nodeId ? attributes : null;
+            await using var cmd = new NpgsqlCommand(
+                $"""
+                 INSERT INTO {_q}.kv_members (group_id, id, name, peer_urls, client_urls) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (group_id, id) DO UPDATE SET
+                   name = CASE WHEN EXCLUDED.name = '' THEN {_q}.kv_members.name ELSE EXCLUDED.name END,
+                   peer_urls = CASE WHEN cardinality(EXCLUDED.peer_urls) = 0 THEN {_q}.kv_members.peer_urls ELSE EXCLUDED.peer_urls END,
+                   client_urls = CASE WHEN cardinality(EXCLUDED.client_urls) = 0 THEN {_q}.kv_members.client_urls ELSE EXCLUDED.client_urls END
+                 """, conn, tx);
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = (long)nodeId });
+            cmd.Parameters.Add(new() { Value = a?.Name ?? "" });
+            cmd.Parameters.Add(new() { Value = a?.PeerURLs.ToArray() ?? [], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            cmd.Parameters.Add(new() { Value = a?.ClientURLs.ToArray() ?? [], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>The member table (is_learner is left false: raft's ConfState says who learns).</summary>
+    public async Task<IReadOnlyList<Member>> ReadMembersAsync(CancellationToken cancellationToken = default)
+    {
+        await using var conn = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        return await ReadMembersAsync(conn, null, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<IReadOnlyList<Member>> ReadMembersAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand(
+            $"SELECT id, name, peer_urls, client_urls FROM {_q}.kv_members WHERE group_id = $1 ORDER BY id", conn, tx);
+        cmd.Parameters.Add(new() { Value = GroupId });
+        await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        var list = new List<Member>();
+        while (await r.ReadAsync(ct).ConfigureAwait(false))
+            list.Add(new Member
+            {
+                ID = (ulong)r.GetInt64(0),
+                Name = r.GetString(1),
+                PeerURLs = { r.GetFieldValue<string[]>(2) },
+                ClientURLs = { r.GetFieldValue<string[]>(3) },
+            });
+        return list;
+    }
+
+    /// <summary>
+    /// Writes the members a new store starts from (the --member list, as etcd's --initial-cluster),
+    /// only while nothing has been applied: afterwards the log and snapshots own the member table.
+    /// </summary>
+    public async Task SeedMembersAsync(IEnumerable<Member> members, CancellationToken cancellationToken = default)
+    {
+        await using var conn = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var tx = await conn.BeginTransactionAsync(IsolationLevel.ReadCommitted, cancellationToken).ConfigureAwait(false);
+        var state = await ReadStateAsync(conn, tx, forUpdate: true, cancellationToken).ConfigureAwait(false);
+        if (state.AppliedIndex != 0) return;
+        foreach (var m in members)
+        {
+            await using var cmd = new NpgsqlCommand(
+                $"INSERT INTO {_q}.kv_members (group_id, id, name, peer_urls, client_urls) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING", conn, tx);
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = (long)m.ID });
+            cmd.Parameters.Add(new() { Value = m.Name });
+            cmd.Parameters.Add(new() { Value = m.PeerURLs.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            cmd.Parameters.Add(new() { Value = m.ClientURLs.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            await cmd.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+        await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Bytes the database holds (etcd's dbSize) and bytes this group's key-value tables take (dbSizeInUse).</summary>
+    public async Task<(long Database, long InUse)> SizeAsync(CancellationToken cancellationToken = default)
+    {
+        await using var conn = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var cmd = new NpgsqlCommand(
+            $"""
+             SELECT pg_database_size(current_database()),
+                    pg_total_relation_size('{_q}.kv_keys') + pg_total_relation_size('{_q}.kv_applied_requests')
+                    + pg_total_relation_size('{_q}.kv_members') + pg_total_relation_size('{_q}.kv_groups')
+             """, conn);
+        await using var r = await cmd.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await r.ReadAsync(cancellationToken).ConfigureAwait(false);
+        return (r.GetInt64(0), r.GetInt64(1));
     }
 
     private async Task LoadRangeAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, KeyRange range, MemoryKvState into, CancellationToken ct)
@@ -391,6 +529,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             await r.ReadAsync(ct).ConfigureAwait(false);
             (keyCount, dedupCount) = (r.GetInt64(0), r.GetInt64(1));
         }
+        var members = await ReadMembersAsync(conn, tx, ct).ConfigureAwait(false);
         var header = new KvSnapshotHeader
         {
             FormatVersion = SnapshotFormat,
@@ -400,6 +539,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             AppliedTerm = state.AppliedTerm,
             KeyCount = keyCount,
             DedupCount = dedupCount,
+            MemberCount = members.Count,
         };
         await DelimitedRecords.WriteAsync(output, header, ct).ConfigureAwait(false);
         await using (var cmd = new NpgsqlCommand(
@@ -425,6 +565,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
                 }, ct).ConfigureAwait(false);
             }
         }
+        foreach (var m in members) await DelimitedRecords.WriteAsync(output, m, ct).ConfigureAwait(false);
         await tx.CommitAsync(ct).ConfigureAwait(false);
         return header;
     }
@@ -440,7 +581,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
         var header = await DelimitedRecords.ReadAsync(input, KvSnapshotHeader.Parser, MaxSnapshotRecord, ct).ConfigureAwait(false);
         if (header.FormatVersion != SnapshotFormat)
             throw new KvStoreException($"key-value snapshot format {header.FormatVersion} is not the supported format {SnapshotFormat}");
-        if (header.KeyCount < 0 || header.DedupCount < 0 || header.Revision < 1)
+        if (header.KeyCount < 0 || header.DedupCount < 0 || header.MemberCount < 0 || header.Revision < 1)
             throw new KvStoreException("key-value snapshot header is invalid");
 
         await using var conn = await _dataSource.OpenConnectionAsync(ct).ConfigureAwait(false);
@@ -449,7 +590,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
         if (header.AppliedIndex < state.AppliedIndex)
             throw new KvStoreException(
                 $"key-value snapshot at index {header.AppliedIndex} is older than the applied index {state.AppliedIndex} of group {GroupId}");
-        foreach (var table in new[] { "kv_keys", "kv_applied_requests" })
+        foreach (var table in new[] { "kv_keys", "kv_applied_requests", "kv_members" })
         {
             await using var del = new NpgsqlCommand($"DELETE FROM {_q}.{table} WHERE group_id = $1", conn, tx);
             del.Parameters.Add(new() { Value = GroupId });
@@ -488,6 +629,19 @@ public sealed class PostgresKvStore : IAsyncDisposable
                 await copy.WriteAsync((req.Result ?? new KvResult()).ToByteArray(), NpgsqlDbType.Bytea, ct).ConfigureAwait(false);
             }
             await copy.CompleteAsync(ct).ConfigureAwait(false);
+        }
+        for (long i = 0; i < header.MemberCount; i++)
+        {
+            var m = await DelimitedRecords.ReadAsync(input, Member.Parser, MaxSnapshotRecord, ct).ConfigureAwait(false);
+            if (m.ID == 0) throw new KvStoreException($"key-value snapshot member record {i} has no id");
+            await using var cmd = new NpgsqlCommand(
+                $"INSERT INTO {_q}.kv_members (group_id, id, name, peer_urls, client_urls) VALUES ($1, $2, $3, $4, $5)", conn, tx);
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = (long)m.ID });
+            cmd.Parameters.Add(new() { Value = m.Name });
+            cmd.Parameters.Add(new() { Value = m.PeerURLs.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            cmd.Parameters.Add(new() { Value = m.ClientURLs.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
         }
         await using (var cmd = new NpgsqlCommand(
                          $"UPDATE {_q}.kv_groups SET revision = $2, compact_revision = $3, applied_index = $4, applied_term = $5 WHERE group_id = $1",
