@@ -187,23 +187,65 @@ public sealed class PostgresKvStore : IAsyncDisposable
         await using var tx = await conn.BeginTransactionAsync(IsolationLevel.ReadCommitted, ct).ConfigureAwait(false);
         // The row lock makes appliers of one group take turns, even from two processes.
         var state = await ReadStateAsync(conn, tx, forUpdate: true, ct).ConfigureAwait(false);
-        var view = new StateCursor(state.Revision, state.CompactRevision);
         var applied = new List<AppliedEntry>(entries.Count);
         var appliedIndex = state.AppliedIndex;
         var appliedTerm = state.AppliedTerm;
         long newestProposal = 0;
 
+        // Decode first, so the keys and request ids of the whole batch are read in one round trip,
+        // the commands applied in memory in log order, and the result written in one more: the
+        // number of statements no longer grows with the number of entries.
+        var fresh = new List<(Entry Entry, KvCommand? Command, AppliedEntry? Done)>(entries.Count);
         foreach (var entry in entries)
         {
             if (entry.Index <= appliedIndex) continue;
             if (entry.Index != appliedIndex + 1)
                 throw new KvStoreException($"key-value group {GroupId}: entry {entry.Index} does not follow the applied index {appliedIndex}");
-            var result = await ApplyEntryAsync(conn, tx, view, entry, ct).ConfigureAwait(false);
-            applied.Add(result);
-            if (result.Command is { } c) newestProposal = Math.Max(newestProposal, c.ProposedAtUnixMs);
+            fresh.Add(Decode(entry));
             appliedIndex = entry.Index;
             appliedTerm = entry.Term;
         }
+        if (fresh.Count == 0) return applied;
+
+        var working = new MemoryKvState(state.Revision, state.CompactRevision);
+        var known = await PrefetchAsync(conn, tx, fresh.Where(f => f.Command is not null).Select(f => f.Command!).ToList(), working, ct)
+            .ConfigureAwait(false);
+        var writes = new KvChanges(state.Revision, state.CompactRevision);
+        var requests = new Dictionary<ByteString, (long ProposedAt, ulong Index, KvResult Result)>();
+        foreach (var (entry, command, done) in fresh)
+        {
+            if (done is not null)
+            {
+                if (!entry.Type.IsEntryNormal && Raft.Host.ConfChanges.TryGetConfChange(entry, out var confChange))
+                    await ApplyMemberChangeAsync(conn, tx, confChange, ct).ConfigureAwait(false);
+                applied.Add(done);
+                continue;
+            }
+            var c = command!;
+            newestProposal = Math.Max(newestProposal, c.ProposedAtUnixMs);
+            var window = c.ProposedAtUnixMs - (long)_options.RequestIdRetention.TotalMilliseconds;
+            if (!c.RequestId.IsEmpty && known.TryGetValue(c.RequestId, out var previous) && previous.ProposedAt >= window)
+            {
+                applied.Add(new AppliedEntry(entry.Index, entry.Term, c, previous.Result, true));
+                continue;
+            }
+            var (changes, result) = KvApplier.Apply(working, c, _options.MaxTxnOps);
+            working.Apply(changes);
+            foreach (var (key, kv) in changes.Writes)
+            {
+                if (kv is null) writes.Delete(key);
+                else writes.Put(kv);
+            }
+            if (!c.RequestId.IsEmpty)
+            {
+                known[c.RequestId] = (c.ProposedAtUnixMs, result);
+                requests[c.RequestId] = (c.ProposedAtUnixMs, entry.Index, result);
+            }
+            applied.Add(new AppliedEntry(entry.Index, entry.Term, c, result, false));
+        }
+        await WriteBatchAsync(conn, tx, writes, requests, ct).ConfigureAwait(false);
+        var view = new StateCursor(working.Revision, working.CompactRevision);
+
         if (applied.Count == 0) return applied;
 
         await using (var cmd = new NpgsqlCommand(
@@ -238,61 +280,134 @@ public sealed class PostgresKvStore : IAsyncDisposable
         public long CompactRevision { get; set; } = compactRevision;
     }
 
-    private async Task<AppliedEntry> ApplyEntryAsync(NpgsqlConnection conn, NpgsqlTransaction tx, StateCursor cursor, Entry entry, CancellationToken ct)
+    /// <summary>The command of a normal entry, or the finished outcome of an entry that carries none (or a malformed one).</summary>
+    private (Entry Entry, KvCommand? Command, AppliedEntry? Done) Decode(Entry entry)
     {
-        if (!entry.Type.IsEntryNormal)
-        {
-            if (Raft.Host.ConfChanges.TryGetConfChange(entry, out var confChange))
-                await ApplyMemberChangeAsync(conn, tx, confChange, ct).ConfigureAwait(false);
-            return new AppliedEntry(entry.Index, entry.Term, null, null, false);
-        }
-        if (entry.Data.Length == 0)
-            return new AppliedEntry(entry.Index, entry.Term, null, null, false);
-        KvCommand command;
+        if (!entry.Type.IsEntryNormal || entry.Data.Length == 0)
+            return (entry, null, new AppliedEntry(entry.Index, entry.Term, null, null, false));
         try
         {
-            command = KvCommand.Parser.ParseFrom(entry.Data);
+            return (entry, KvCommand.Parser.ParseFrom(entry.Data), null);
         }
         catch (InvalidProtocolBufferException e)
         {
             // Every replica reads the same bytes, so every replica answers the same error.
             _logger.LogError("entry {Index} of group {GroupId} is not a key-value command: {Error}", entry.Index, GroupId, e.Message);
-            return new AppliedEntry(entry.Index, entry.Term, null,
+            return (entry, null, new AppliedEntry(entry.Index, entry.Term, null,
                 new KvResult { Error = new KvError { Code = (int)Transport.Grpc.Wire.StatusCode.Internal, Message = "raftv: malformed key-value command in the log" } },
-                false);
+                false));
         }
+    }
 
-        if (!command.RequestId.IsEmpty)
+    /// <summary>
+    /// One round trip: loads every key the commands may read into <paramref name="working"/>, and
+    /// returns the remembered results of their request ids (the retention window is checked per command).
+    /// </summary>
+    private async Task<Dictionary<ByteString, (long ProposedAt, KvResult Result)>> PrefetchAsync(NpgsqlConnection conn, NpgsqlTransaction tx,
+        IReadOnlyList<KvCommand> commands, MemoryKvState working, CancellationToken ct)
+    {
+        var known = new Dictionary<ByteString, (long, KvResult)>();
+        var singleKeys = new HashSet<byte[]>(KeyComparer.Instance);
+        var ranges = new List<KeyRange>();
+        foreach (var c in commands)
+            foreach (var range in KvApplier.KeysTouched(c))
+            {
+                if (range.IsEmpty) continue;
+                if (range.IsSingleKey) singleKeys.Add(range.Start);
+                else ranges.Add(range);
+            }
+        var ids = commands.Where(c => !c.RequestId.IsEmpty).Select(c => c.RequestId.ToByteArray()).ToArray();
+
+        await using var batch = new NpgsqlBatch(conn, tx);
+        const string columns = "key, create_revision, mod_revision, version, value";
+        if (singleKeys.Count > 0)
         {
-            var previous = await FindAppliedRequestAsync(conn, tx, command.RequestId, command.ProposedAtUnixMs, ct).ConfigureAwait(false);
-            if (previous is not null) return new AppliedEntry(entry.Index, entry.Term, command, previous, true);
+            var cmd = new NpgsqlBatchCommand($"SELECT {columns} FROM {_q}.kv_keys WHERE group_id = $1 AND key = ANY($2)");
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = singleKeys.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+            batch.BatchCommands.Add(cmd);
         }
-
-        var working = new MemoryKvState(cursor.Revision, cursor.CompactRevision);
-        foreach (var range in KvApplier.KeysTouched(command))
-            await LoadRangeAsync(conn, tx, range, working, ct).ConfigureAwait(false);
-        var (changes, result) = KvApplier.Apply(working, command, _options.MaxTxnOps);
-        await WriteChangesAsync(conn, tx, changes, ct).ConfigureAwait(false);
-        cursor.Revision = changes.Revision;
-        cursor.CompactRevision = changes.CompactRevision;
-
-        if (!command.RequestId.IsEmpty)
+        foreach (var range in ranges)
         {
-            await using var cmd = new NpgsqlCommand(
+            var cmd = new NpgsqlBatchCommand(
+                $"SELECT {columns} FROM {_q}.kv_keys WHERE group_id = $1 AND {(range.IsUnbounded ? "key >= $2" : "key >= $2 AND key < $3")}");
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = range.Start, NpgsqlDbType = NpgsqlDbType.Bytea });
+            if (!range.IsUnbounded) cmd.Parameters.Add(new() { Value = range.End!, NpgsqlDbType = NpgsqlDbType.Bytea });
+            batch.BatchCommands.Add(cmd);
+        }
+        var keyQueries = batch.BatchCommands.Count;
+        if (ids.Length > 0)
+        {
+            var cmd = new NpgsqlBatchCommand(
+                $"SELECT request_id, proposed_at_unix_ms, result FROM {_q}.kv_applied_requests WHERE group_id = $1 AND request_id = ANY($2)");
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = ids, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+            batch.BatchCommands.Add(cmd);
+        }
+        if (batch.BatchCommands.Count == 0) return known;
+
+        await using var r = await batch.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        for (var i = 0; i < batch.BatchCommands.Count; i++)
+        {
+            if (i > 0) await r.NextResultAsync(ct).ConfigureAwait(false);
+            while (await r.ReadAsync(ct).ConfigureAwait(false))
+            {
+                if (i < keyQueries) working.Load(ReadKeyValue(r));
+                else known[ByteString.CopyFrom(r.GetFieldValue<byte[]>(0))] = (r.GetInt64(1), KvResult.Parser.ParseFrom(r.GetFieldValue<byte[]>(2)));
+            }
+        }
+        return known;
+    }
+
+    /// <summary>One round trip: the batch's final key writes and the results of its request ids.</summary>
+    private async Task WriteBatchAsync(NpgsqlConnection conn, NpgsqlTransaction tx, KvChanges writes,
+        Dictionary<ByteString, (long ProposedAt, ulong Index, KvResult Result)> requests, CancellationToken ct)
+    {
+        await using var batch = new NpgsqlBatch(conn, tx);
+        var puts = writes.Writes.Where(w => w.Value is not null).Select(w => w.Value!).ToList();
+        var deletes = writes.Writes.Where(w => w.Value is null).Select(w => w.Key).ToArray();
+        if (deletes.Length > 0)
+        {
+            var cmd = new NpgsqlBatchCommand($"DELETE FROM {_q}.kv_keys WHERE group_id = $1 AND key = ANY($2)");
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = deletes, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+            batch.BatchCommands.Add(cmd);
+        }
+        if (puts.Count > 0)
+        {
+            var cmd = new NpgsqlBatchCommand(
+                $"""
+                 INSERT INTO {_q}.kv_keys (group_id, key, create_revision, mod_revision, version, value)
+                 SELECT $1, * FROM unnest($2::bytea[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bytea[])
+                 ON CONFLICT (group_id, key) DO UPDATE SET create_revision = EXCLUDED.create_revision,
+                   mod_revision = EXCLUDED.mod_revision, version = EXCLUDED.version, value = EXCLUDED.value
+                 """);
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = puts.Select(p => p.Key.ToByteArray()).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+            cmd.Parameters.Add(new() { Value = puts.Select(p => p.CreateRevision).ToArray() });
+            cmd.Parameters.Add(new() { Value = puts.Select(p => p.ModRevision).ToArray() });
+            cmd.Parameters.Add(new() { Value = puts.Select(p => p.Version).ToArray() });
+            cmd.Parameters.Add(new() { Value = puts.Select(p => p.Value.ToByteArray()).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+            batch.BatchCommands.Add(cmd);
+        }
+        if (requests.Count > 0)
+        {
+            var cmd = new NpgsqlBatchCommand(
                 $"""
                  INSERT INTO {_q}.kv_applied_requests (group_id, request_id, proposed_at_unix_ms, applied_index, result)
-                 VALUES ($1, $2, $3, $4, $5)
+                 SELECT $1, * FROM unnest($2::bytea[], $3::bigint[], $4::bigint[], $5::bytea[])
                  ON CONFLICT (group_id, request_id) DO UPDATE
                    SET proposed_at_unix_ms = EXCLUDED.proposed_at_unix_ms, applied_index = EXCLUDED.applied_index, result = EXCLUDED.result
-                 """, conn, tx);
+                 """);
             cmd.Parameters.Add(new() { Value = GroupId });
-            cmd.Parameters.Add(new() { Value = command.RequestId.ToByteArray() });
-            cmd.Parameters.Add(new() { Value = command.ProposedAtUnixMs });
-            cmd.Parameters.Add(new() { Value = (long)entry.Index });
-            cmd.Parameters.Add(new() { Value = result.ToByteArray() });
-            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+            cmd.Parameters.Add(new() { Value = requests.Keys.Select(k => k.ToByteArray()).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+            cmd.Parameters.Add(new() { Value = requests.Values.Select(v => v.ProposedAt).ToArray() });
+            cmd.Parameters.Add(new() { Value = requests.Values.Select(v => (long)v.Index).ToArray() });
+            cmd.Parameters.Add(new() { Value = requests.Values.Select(v => v.Result.ToByteArray()).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+            batch.BatchCommands.Add(cmd);
         }
-        return new AppliedEntry(entry.Index, entry.Term, command, result, false);
+        if (batch.BatchCommands.Count > 0) await batch.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
     }
 
     // ---- members -----------------------------------------------------------------------------
@@ -439,36 +554,6 @@ public sealed class PostgresKvStore : IAsyncDisposable
         Version = r.GetInt64(3),
         Value = ByteString.CopyFrom(r.GetFieldValue<byte[]>(4)),
     };
-
-    private async Task WriteChangesAsync(NpgsqlConnection conn, NpgsqlTransaction tx, KvChanges changes, CancellationToken ct)
-    {
-        var puts = changes.Writes.Where(w => w.Value is not null).Select(w => w.Value!).ToList();
-        var deletes = changes.Writes.Where(w => w.Value is null).Select(w => w.Key).ToArray();
-        if (deletes.Length > 0)
-        {
-            await using var cmd = new NpgsqlCommand($"DELETE FROM {_q}.kv_keys WHERE group_id = $1 AND key = ANY($2)", conn, tx);
-            cmd.Parameters.Add(new() { Value = GroupId });
-            cmd.Parameters.Add(new() { Value = deletes, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
-            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
-        }
-        if (puts.Count > 0)
-        {
-            await using var cmd = new NpgsqlCommand(
-                $"""
-                 INSERT INTO {_q}.kv_keys (group_id, key, create_revision, mod_revision, version, value)
-                 SELECT $1, * FROM unnest($2::bytea[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bytea[])
-                 ON CONFLICT (group_id, key) DO UPDATE SET create_revision = EXCLUDED.create_revision,
-                   mod_revision = EXCLUDED.mod_revision, version = EXCLUDED.version, value = EXCLUDED.value
-                 """, conn, tx);
-            cmd.Parameters.Add(new() { Value = GroupId });
-            cmd.Parameters.Add(new() { Value = puts.Select(p => p.Key.ToByteArray()).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
-            cmd.Parameters.Add(new() { Value = puts.Select(p => p.CreateRevision).ToArray() });
-            cmd.Parameters.Add(new() { Value = puts.Select(p => p.ModRevision).ToArray() });
-            cmd.Parameters.Add(new() { Value = puts.Select(p => p.Version).ToArray() });
-            cmd.Parameters.Add(new() { Value = puts.Select(p => p.Value.ToByteArray()).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
-            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
-        }
-    }
 
     // ---- request ids ----------------------------------------------------------------------
 
