@@ -127,6 +127,45 @@ module MemoryStorage =
 
     let asStorage (s: MemoryStorage) : IStorage = s :> IStorage
 
+    /// Rebuilds a storage from its persisted parts (for storages that keep a MemoryStorage
+    /// as their in-memory image): the hard state, the latest snapshot, the entry just before
+    /// the first stored one (its index and term: the snapshot's, or a later one when the log
+    /// was compacted past the snapshot, or an earlier one when the snapshot was taken without
+    /// compacting), and the stored entries after it, in order. Every state the operations
+    /// above can reach is accepted; anything else is an error saying what does not fit.
+    let restore
+        (hardState: HardState)
+        (snapshot: Snapshot)
+        (offsetIndex: uint64)
+        (offsetTerm: uint64)
+        (entries: Entry seq)
+        : Result<MemoryStorage, string> =
+        let ents = ImmutableList.CreateBuilder<Entry>()
+        ents.Add(dummy offsetTerm offsetIndex)
+        let mutable problem: string option = None
+        use e = entries.GetEnumerator()
+        while problem.IsNone && e.MoveNext() do
+            let expected = offsetIndex + uint64 ents.Count
+            if e.Current.Index <> expected then
+                problem <-
+                    Some(
+                        sprintf "entries are not contiguous: expected index %d, found %d (first index %d)"
+                            expected e.Current.Index (offsetIndex + 1UL)
+                    )
+            else ents.Add e.Current
+        let last = offsetIndex + uint64 ents.Count - 1UL
+        let snapIndex, snapTerm = snapshot.Metadata.Index, snapshot.Metadata.Term
+        match problem with
+        | Some p -> Error p
+        | None when snapIndex > last ->
+            Error(sprintf "snapshot at index %d is beyond the last index %d" snapIndex last)
+        | None when snapIndex >= offsetIndex && ents[int (snapIndex - offsetIndex)].Term <> snapTerm ->
+            Error(
+                sprintf "snapshot at index %d has term %d but the log has term %d there"
+                    snapIndex snapTerm ents[int (snapIndex - offsetIndex)].Term
+            )
+        | None -> Ok { HardStateValue = hardState; SnapshotValue = snapshot; Ents = ents.ToImmutable() }
+
     let hardState (s: MemoryStorage) = s.HardState
     let firstIndex (s: MemoryStorage) = s.FirstIndex
     let lastIndex (s: MemoryStorage) = s.LastIndex

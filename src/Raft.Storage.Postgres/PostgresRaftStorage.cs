@@ -162,7 +162,7 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
             }
         }
         await tx.CommitAsync(ct).ConfigureAwait(false);
-        return (Restore(hs, snapshot, (ulong)offset, (ulong)offsetTerm, entries), seq);
+        return (Restore(groupId, hs, snapshot, (ulong)offset, (ulong)offsetTerm, entries), seq);
     }
 
     // ---- writes ----------------------------------------------------------------------------

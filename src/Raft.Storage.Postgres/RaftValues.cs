@@ -1,8 +1,5 @@
-using System.Collections.Immutable;
-using System.Reflection;
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
-using Microsoft.FSharp.Reflection;
 using Raft.Spec;
 
 namespace Raft.Storage.Postgres;
@@ -34,28 +31,15 @@ internal static class RaftValues
     public static T Ok<T>(FSharpResult<T, StorageError> r) =>
         r.IsOk ? r.ResultValue : throw new RaftStorageErrorException(r.ErrorValue);
 
-    private static readonly FSharpOption<BindingFlags> AnyVisibility = FSharpOption<BindingFlags>.Some(BindingFlags.Public | BindingFlags.NonPublic);
-
     /// <summary>
-    /// A MemoryStorage holding exactly this state. The F# module only builds storages through its
-    /// operations, and some stored states (a log compacted past the snapshot, as etcd's own
-    /// tests do) are not reachable that way from empty; so the record is made directly and then
-    /// checked through the public API. Asking Raft.Spec for a MemoryStorage.restore would remove this.
+    /// A MemoryStorage holding exactly the loaded state: the log starts after (offset, offsetTerm),
+    /// which may lie past the snapshot when the log was compacted beyond it. A state no
+    /// MemoryStorage can hold (a gap, a snapshot the log contradicts) is corrupt.
     /// </summary>
-    public static MemoryStorage Restore(HardState hs, Spec.Snapshot snapshot, ulong offset, ulong offsetTerm, IReadOnlyList<Entry> entries)
+    public static MemoryStorage Restore(long groupId, HardState hs, Spec.Snapshot snapshot, ulong offset, ulong offsetTerm, IReadOnlyList<Entry> entries)
     {
-        var ents = ImmutableList.CreateBuilder<Entry>();
-        ents.Add(new Entry(offsetTerm, offset, EntryType.EntryNormal, []));
-        ents.AddRange(entries);
-        var fields = FSharpType.GetRecordFields(typeof(MemoryStorage), AnyVisibility);
-        if (fields.Length != 3 || fields[0].PropertyType != typeof(HardState) || fields[1].PropertyType != typeof(Spec.Snapshot)
-            || fields[2].PropertyType != typeof(ImmutableList<Entry>))
-            throw new InvalidOperationException(
-                "Raft.Spec's MemoryStorage changed its representation; update RaftValues.Restore to build it.");
-        var restored = (MemoryStorage)FSharpValue.MakeRecord(typeof(MemoryStorage), [hs, snapshot, ents.ToImmutable()], AnyVisibility);
-        if (restored.FirstIndex != offset + 1 || restored.LastIndex != offset + (ulong)entries.Count
-            || !restored.HardState.Equals(hs) || !MemoryStorageModule.snapshot(restored).Equals(snapshot))
-            throw new InvalidOperationException("the restored MemoryStorage does not hold the loaded state");
-        return restored;
+        var restored = MemoryStorageModule.restore(hs, snapshot, offset, offsetTerm, entries);
+        return restored.IsOk ? restored.ResultValue
+            : throw new PostgresStorageException(PostgresStorageErrorKind.Corrupt, $"Raft group {groupId}: {restored.ErrorValue}");
     }
 }

@@ -180,4 +180,44 @@ let ``appended entries read back as the model log, through compactions`` () =
         Assert.Equal(Ok(snapIndex + uint64 terms.Length), st.LastIndex())
         if terms.IsEmpty then Assert.Empty(s.StoredEntries)
         else Assert.Equal<Entry[]>(expected, st.Entries(snapIndex + 1UL, snapIndex + 1UL + uint64 terms.Length, RaftLog.NoLimit) |> ok)
+        // The same state rebuilt from its persisted parts (the log compacted past the snapshot).
+        let offsetTerm = st.Term snapIndex |> ok
+        let restored =
+            MemoryStorage.restore s.HardState (MemoryStorage.snapshot s) snapIndex offsetTerm s.StoredEntries |> ok
+        Assert.Equal(s, restored)
     Check.One(replayable 20240611UL, Prop.forAll (Arb.fromGen (Gen.listOf opGen)) prop)
+
+[<Fact>]
+let ``restore rebuilds a storage whose snapshot was taken without compacting`` () =
+    let s = MemoryStorage.empty |> MemoryStorage.append (entsFrom 1UL [ 1UL; 2UL; 2UL ]) |> MemoryStorage.setHardState { Term = 2UL; Vote = 1UL; Commit = 3UL }
+    let s, snap = MemoryStorage.createSnapshot 2UL (Some { ConfState.empty with Voters = [ 1UL ] }) [| 7uy |] s |> ok
+    let restored = MemoryStorage.restore s.HardState snap 0UL 0UL s.StoredEntries |> ok
+    Assert.Equal(s, restored)
+    Assert.Equal(Ok 1UL, (restored :> IStorage).FirstIndex())
+    Assert.Equal(Ok snap, (restored :> IStorage).Snapshot())
+
+[<Fact>]
+let ``restore refuses parts no storage can hold, saying why`` () =
+    let restore snap offset offsetTerm ents =
+        match MemoryStorage.restore HardState.empty snap offset offsetTerm ents with
+        | Ok _ -> "ok"
+        | Error e -> e
+    Assert.Equal("ok", restore (snapAt 3UL 3UL) 3UL 3UL (entsFrom 4UL [ 4UL; 5UL ]))
+    Assert.Equal("ok", restore (snapAt 3UL 3UL) 5UL 4UL (entsFrom 6UL [ 4UL ]))
+    Assert.Equal(
+        "entries are not contiguous: expected index 5, found 6 (first index 4)",
+        restore (snapAt 3UL 3UL) 3UL 3UL [| ent 4UL 4UL; ent 6UL 4UL |]
+    )
+    Assert.Equal(
+        "entries are not contiguous: expected index 4, found 5 (first index 4)",
+        restore (snapAt 3UL 3UL) 3UL 3UL (entsFrom 5UL [ 4UL ])
+    )
+    Assert.Equal("snapshot at index 9 is beyond the last index 5", restore (snapAt 9UL 3UL) 3UL 3UL (entsFrom 4UL [ 4UL; 5UL ]))
+    Assert.Equal(
+        "snapshot at index 3 has term 3 but the log has term 2 there",
+        restore (snapAt 3UL 3UL) 3UL 2UL (entsFrom 4UL [ 4UL ])
+    )
+    Assert.Equal(
+        "snapshot at index 4 has term 3 but the log has term 4 there",
+        restore (snapAt 4UL 3UL) 3UL 3UL (entsFrom 4UL [ 4UL ])
+    )
