@@ -41,7 +41,7 @@ internal sealed class EtcdEndpoint(int index, string url) : IDisposable
         {
             return await CallAsync(Status, new StatusRequest(), timeout, ct);
         }
-        catch (GrpcCallException)
+        catch (Exception e) when (e is GrpcCallException or OperationCanceledException && !ct.IsCancellationRequested)
         {
             return null;
         }

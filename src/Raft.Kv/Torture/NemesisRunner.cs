@@ -113,9 +113,9 @@ internal sealed class NemesisRunner(TortureCluster cluster, IReadOnlyList<FaultS
                         TimeSpan.FromSeconds(3), stop);
                     Transfers++;
                 }
-                catch (GrpcCallException e)
+                catch (Exception e) when (e is GrpcCallException or OperationCanceledException && !stop.IsCancellationRequested)
                 {
-                    log($"{clock.Elapsed.TotalSeconds,7:F1}s move leader {l + 1} -> {target + 1}: {e.StatusCode} {e.StatusMessage}");
+                    log($"{clock.Elapsed.TotalSeconds,7:F1}s move leader {l + 1} -> {target + 1}: {e.Message}");
                 }
             }
             await Task.Delay(200, stop);

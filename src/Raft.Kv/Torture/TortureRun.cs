@@ -246,7 +246,7 @@ public static class TortureRun
                     keys[kv.Key.ToStringUtf8()] = new KeyState(kv.Value.ToStringUtf8(), kv.CreateRevision, kv.ModRevision, kv.Version);
                 states.Add((after.RaftAppliedIndex, range.Header.Revision, keys));
             }
-            catch (GrpcCallException x)
+            catch (Exception x) when (x is GrpcCallException or OperationCanceledException && !ct.IsCancellationRequested)
             {
                 return (new("replicas agree", false, $"node{e.Index + 1}: {x.Message}"), null);
             }

@@ -20,6 +20,9 @@ internal sealed record AckedWrite(string Key, string Value, long Revision, strin
 /// </summary>
 internal sealed class Workload(IReadOnlyList<EtcdEndpoint> endpoints, HistoryRecorder history, TortureOptions options)
 {
+    /// <summary>An attempt with less time than this left is not started: it could only time out.</summary>
+    private static readonly TimeSpan MinimumAttempt = TimeSpan.FromMilliseconds(100);
+
     private int _nextProcess;
     private readonly ConcurrentDictionary<string, string?> _lastSeen = new();
 
@@ -57,9 +60,10 @@ internal sealed class Workload(IReadOnlyList<EtcdEndpoint> endpoints, HistoryRec
 
     private void Count(string f, string type) => Outcomes.AddOrUpdate((f, type), 1, (_, n) => n + 1);
 
-    private void Error(GrpcCallException e)
+    private void Error(Exception e)
     {
-        var text = $"{e.StatusCode}: {e.StatusMessage}";
+        // GrpcClient promises GrpcCallException; a deadline that fires before the request is written surfaces as a bare cancellation.
+        var text = e is GrpcCallException g ? $"{g.StatusCode}: {g.StatusMessage}" : $"{e.GetType().Name}: {e.Message}";
         if (text.Length > 90) text = text[..90];
         Errors.AddOrUpdate(text, 1, (_, n) => n + 1);
     }
@@ -81,7 +85,7 @@ internal sealed class Workload(IReadOnlyList<EtcdEndpoint> endpoints, HistoryRec
         while (true)
         {
             var remaining = limit - clock.Elapsed;
-            if (remaining <= TimeSpan.Zero) break;
+            if (remaining < MinimumAttempt) break;
             try
             {
                 var response = await endpoint.CallAsync(EtcdEndpoint.Range, new RangeRequest { Key = ByteString.CopyFromUtf8(key) },
@@ -92,7 +96,7 @@ internal sealed class Workload(IReadOnlyList<EtcdEndpoint> endpoints, HistoryRec
                 Count("get", "ok");
                 return "ok";
             }
-            catch (GrpcCallException e)
+            catch (Exception e) when (e is GrpcCallException or OperationCanceledException)
             {
                 Error(e);
                 if (only is null) endpoint = Pick(random, endpoint);
@@ -162,17 +166,18 @@ internal sealed class Workload(IReadOnlyList<EtcdEndpoint> endpoints, HistoryRec
         while (true)
         {
             var remaining = options.OperationBudget - clock.Elapsed;
-            if (remaining <= TimeSpan.Zero) break;
+            if (remaining < MinimumAttempt) break;
             try
             {
                 var response = await endpoint.CallAsync(method, request, Min(options.AttemptTimeout, remaining), CancellationToken.None, headers);
                 return ("ok", response);
             }
-            catch (GrpcCallException e)
+            catch (Exception e) when (e is GrpcCallException or OperationCanceledException)
             {
                 Error(e);
-                if (!EtcdEndpoint.NeverSent(e)) maybeApplied |= !EtcdEndpoint.IsRefusal(e.StatusCode);
-                if (EtcdEndpoint.IsRefusal(e.StatusCode)) break; // the same request would be refused again
+                var refused = e is GrpcCallException { StatusCode: var code } && EtcdEndpoint.IsRefusal(code);
+                if (!EtcdEndpoint.NeverSent(e)) maybeApplied |= !refused;
+                if (refused) break; // the same request would be refused again
                 endpoint = Pick(random, endpoint);
                 await Backoff(random, clock, options.OperationBudget);
             }
