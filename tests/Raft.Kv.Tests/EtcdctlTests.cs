@@ -77,8 +77,8 @@ public class EtcdctlTests
                     NodeId = m.Id, Members = members, ConnectionString = await NewDatabaseAsync(cs),
                     TickInterval = TimeSpan.FromMilliseconds(50),
                 }));
-            // host:port, not URLs: etcdctl 3.4 puts a URL's scheme into the :authority of endpoint status calls.
-            string Endpoint(KvMember m) => new Uri(m.ClientUrl).Authority;
+            // URLs, as etcd's docs give them: etcdctl 3.4 then sends the whole URL as :authority of endpoint status calls.
+            string Endpoint(KvMember m) => m.ClientUrl;
             var all = string.Join(",", members.Select(Endpoint));
 
             // Wait for a leader, as seen by etcd's client.
@@ -122,6 +122,10 @@ public class EtcdctlTests
             var status = await EtcdctlAsync(all, null, "endpoint", "status");
             Assert.True(status.Exit == 0, status.Err);
             Assert.Equal(3, status.Out.Trim().Split('\n').Length);
+            // etcd's DB SIZE column: the member's PostgreSQL database, never empty.
+            Assert.DoesNotContain(" 0 B,", status.Out);
+            var health = await EtcdctlAsync(all, null, "endpoint", "health");
+            Assert.True(health.Exit == 0, health.Err);
 
             var empty = await EtcdctlAsync(all, null, "put", "", "x");
             Assert.NotEqual(0, empty.Exit);

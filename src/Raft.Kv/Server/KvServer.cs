@@ -51,6 +51,7 @@ public sealed class KvServer : IAsyncDisposable
     // Members' names and URLs as the applied configuration changes left them (by id).
     private IReadOnlyDictionary<ulong, Member> _memberRecords = new Dictionary<ulong, Member>();
     private bool _wasMember;
+    private bool _snapshotAfterConfChange;
     private readonly TaskCompletionSource _removed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Task _publish = Task.CompletedTask;
 
@@ -67,7 +68,16 @@ public sealed class KvServer : IAsyncDisposable
     /// <summary>Completes when an applied configuration change removed this member: it no longer belongs to the cluster.</summary>
     public Task Removed => _removed.Task;
 
+    /// <summary>The raft loop: it faults when an error (a storage failure) stops it, after which this member can no longer serve.</summary>
+    public Task RaftLoop => _loop;
+
     public ulong Id => _options.NodeId;
+
+    /// <summary>First index still in this member's raft log (entries before it were compacted into a snapshot).</summary>
+    internal ulong FirstLogIndex => _raftStorage.FirstIndex().ResultValue;
+
+    /// <summary>Index of the newest snapshot this member holds (taken or received).</summary>
+    internal ulong SnapshotIndex => Volatile.Read(ref _lastSnapshot);
 
     public static async Task<KvServer> StartAsync(KvServerOptions options, ILogger? logger = null, CancellationToken cancellationToken = default)
     {
@@ -88,7 +98,8 @@ public sealed class KvServer : IAsyncDisposable
     private async Task StartCoreAsync(CancellationToken ct)
     {
         _raftStorage = await PostgresRaftStorage.OpenAsync(_options.ConnectionString, GroupId, logger: _logger, cancellationToken: ct);
-        _store = await PostgresKvStore.OpenAsync(_options.ConnectionString, GroupId, _options.Store, _logger, ct);
+        // The raft log is durable in this same PostgreSQL server, so applying need not wait for its own flush.
+        _store = await PostgresKvStore.OpenAsync(_options.ConnectionString, GroupId, _options.Store with { ApplyWaitsForFlush = false }, _logger, ct);
         var state = await _store.ReadStateAsync(ct);
         var snapshot = _raftStorage.Snapshot().ResultValue;
         if (snapshot.Metadata.Index > state.AppliedIndex)
@@ -161,6 +172,7 @@ public sealed class KvServer : IAsyncDisposable
     {
         await ReloadMembersAsync(ct);
         _transport.SetPeers(PeerAddresses());
+        _snapshotAfterConfChange = true;
         var self = _options.NodeId;
         var isMember = _confState.Voters.Contains(self) || _confState.Learners.Contains(self)
                        || _confState.VotersOutgoing.Contains(self) || _confState.LearnersNext.Contains(self);
@@ -228,7 +240,7 @@ public sealed class KvServer : IAsyncDisposable
                 {
                     await _store.ImportSnapshotAsync(new MemoryStream(snapshot.Data), ct);
                     _confState = snapshot.Metadata.ConfState;
-                    _lastSnapshot = snapshot.Metadata.Index;
+                    Volatile.Write(ref _lastSnapshot, snapshot.Metadata.Index);
                     await OnMembershipChangedAsync(ct);
                     SetApplied(snapshot.Metadata.Index);
                 }
@@ -282,6 +294,14 @@ public sealed class KvServer : IAsyncDisposable
     private async Task MaybeSnapshotAsync(CancellationToken ct)
     {
         var decision = _options.Compaction.Decide(_applied, _lastSnapshot);
+        if (_snapshotAfterConfChange && _applied > _lastSnapshot && decision.IsNone)
+        {
+            // The newest snapshot must hold the newest configuration: a member added after it would
+            // be sent a snapshot that does not list it, and raft refuses such a snapshot.
+            var keep = _options.Compaction.KeepEntries;
+            decision = new LogCompactionDecision(_applied, _applied > keep ? _applied - keep : 0);
+        }
+        _snapshotAfterConfChange = false;
         if (decision.IsNone) return;
         var data = new MemoryStream();
         var header = await _store.ExportSnapshotAsync(data, ct);
@@ -477,6 +497,8 @@ public sealed class KvServer : IAsyncDisposable
     internal async Task<(Member Added, IReadOnlyList<Member> Members)> AddMemberAsync(IReadOnlyList<string> peerUrls, bool isLearner, CancellationToken ct)
     {
         ValidatePeerUrls(peerUrls);
+        // Checks read the configuration as committed when the request came, not a lagging copy.
+        await WaitLinearizableAsync(ct);
         var wanted = peerUrls.Select(NormalizeUrl).ToHashSet();
         var members = Members();
         if (members.SelectMany(m => m.PeerURLs).Select(NormalizeUrl).Any(wanted.Contains)) throw EtcdErrors.PeerUrlExists();
@@ -498,6 +520,7 @@ public sealed class KvServer : IAsyncDisposable
 
     internal async Task<IReadOnlyList<Member>> RemoveMemberAsync(ulong id, CancellationToken ct)
     {
+        await WaitLinearizableAsync(ct);
         var member = Members().FirstOrDefault(m => m.ID == id) ?? throw EtcdErrors.MemberNotFound();
         if (!member.IsLearner) CheckQuorumAfter(-1, id);
         await ChangeMembershipAsync(ConfChanges.RemoveNode(id), () => Members().All(m => m.ID != id), ct);
@@ -507,6 +530,7 @@ public sealed class KvServer : IAsyncDisposable
     internal async Task<IReadOnlyList<Member>> UpdateMemberAsync(ulong id, IReadOnlyList<string> peerUrls, CancellationToken ct)
     {
         ValidatePeerUrls(peerUrls);
+        await WaitLinearizableAsync(ct);
         var members = Members();
         if (members.All(m => m.ID != id)) throw EtcdErrors.MemberNotFound();
         var wanted = peerUrls.Select(NormalizeUrl).ToHashSet();
@@ -523,6 +547,7 @@ public sealed class KvServer : IAsyncDisposable
     /// </summary>
     internal async Task<IReadOnlyList<Member>> PromoteMemberAsync(ulong id, CancellationToken ct)
     {
+        await WaitLinearizableAsync(ct);
         var member = Members().FirstOrDefault(m => m.ID == id) ?? throw EtcdErrors.MemberNotFound();
         if (!member.IsLearner) throw EtcdErrors.MemberNotLearner();
         using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct))
