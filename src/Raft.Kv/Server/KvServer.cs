@@ -98,8 +98,7 @@ public sealed class KvServer : IAsyncDisposable
     private async Task StartCoreAsync(CancellationToken ct)
     {
         _raftStorage = await PostgresRaftStorage.OpenAsync(_options.ConnectionString, GroupId, logger: _logger, cancellationToken: ct);
-        // The raft log is durable in this same PostgreSQL server, so applying need not wait for its own flush.
-        _store = await PostgresKvStore.OpenAsync(_options.ConnectionString, GroupId, _options.Store with { ApplyWaitsForFlush = false }, _logger, ct);
+        _store = await PostgresKvStore.OpenAsync(_options.ConnectionString, GroupId, _options.Store, _logger, ct);
         var state = await _store.ReadStateAsync(ct);
         var snapshot = _raftStorage.Snapshot().ResultValue;
         if (snapshot.Metadata.Index > state.AppliedIndex)
