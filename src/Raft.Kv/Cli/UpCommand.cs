@@ -85,7 +85,14 @@ internal static class UpCommand
         await using var server = await KvServer.StartAsync(options, new StderrLogger(name), stop.Token);
         stdout.WriteLine($"{name} ({id:x}) serving etcd v3 clients at {server.ClientAddress}, peers at {server.PeerAddress}");
         stdout.Flush();
-        await Task.WhenAny(server.Removed, Task.Delay(Timeout.Infinite, stop.Token)).ContinueWith(_ => { }, CancellationToken.None);
+        await Task.WhenAny(server.Removed, server.RaftLoop, Task.Delay(Timeout.Infinite, stop.Token)).ContinueWith(_ => { }, CancellationToken.None);
+        if (server.RaftLoop.IsFaulted && !stop.IsCancellationRequested)
+        {
+            // Crash-only, as etcd on a storage error: a member whose raft loop died would otherwise stay up without
+            // serving; exiting lets a supervisor restart it from its durable state.
+            stderr.WriteLine($"{name} ({id:x}): the raft loop failed ({server.RaftLoop.Exception?.GetBaseException().Message}); exiting");
+            return 1;
+        }
         if (server.Removed.IsCompleted && !stop.IsCancellationRequested)
         {
             // Like etcd: a member removed from the cluster stops; the MemberRemove answer gets a moment to leave first.
