@@ -377,8 +377,11 @@ let HandleAppendEntriesResponse (m: Message) (r: RaftState) : RaftState =
     match progress m.From r with
     | None -> r
     | Some pr ->
-        let pr = { pr with RecentActive = true }
-        let r = setProgress m.From pr r
+        let r, pr =
+            if pr.RecentActive then r, pr
+            else
+                let pr = { pr with RecentActive = true }
+                setProgress m.From pr r, pr
         if m.Reject then
             let r =
                 debug

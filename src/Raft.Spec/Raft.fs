@@ -38,6 +38,40 @@ module CampaignType =
         | CampaignElection -> "CampaignElection"
         | CampaignTransfer -> "CampaignTransfer"
 
+/// Output waiting to be taken, in the order it was produced. Appending is O(1) (the items
+/// are kept newest first) because a step appends one item at a time and a leader's queue
+/// grows with every proposal until the next Ready takes it; reading it builds the in-order
+/// list or array once.
+[<Struct; NoComparison; NoEquality>]
+type Outbox<'T> =
+    private
+        { NewestFirst: 'T list }
+
+    member o.IsEmpty = o.NewestFirst.IsEmpty
+
+    /// The items, oldest first.
+    member o.ToList() : 'T list = List.rev o.NewestFirst
+
+    /// The items, oldest first.
+    member o.ToArray() : 'T[] =
+        let items = List.toArray o.NewestFirst
+        System.Array.Reverse items
+        items
+
+module Outbox =
+    let empty<'T> : Outbox<'T> = { NewestFirst = [] }
+
+    let add (item: 'T) (o: Outbox<'T>) : Outbox<'T> = { NewestFirst = item :: o.NewestFirst }
+
+    let addList (items: 'T list) (o: Outbox<'T>) : Outbox<'T> =
+        { NewestFirst = List.fold (fun acc x -> x :: acc) o.NewestFirst items }
+
+    let ofList (items: 'T list) : Outbox<'T> = addList items empty
+
+    let isEmpty (o: Outbox<'T>) = o.IsEmpty
+    let toList (o: Outbox<'T>) = o.ToList()
+    let toArray (o: Outbox<'T>) = o.ToArray()
+
 [<NoComparison; NoEquality>]
 type RaftState =
     { Id: uint64
@@ -56,10 +90,10 @@ type RaftState =
       /// Whether this node is a learner in the current configuration.
       IsLearner: bool
       /// Messages to send right away, in order.
-      Msgs: Message list
+      Msgs: Outbox<Message>
       /// Messages (vote and append responses, also to ourselves) that may only leave once
       /// the unstable state they vouch for is durable.
-      MsgsAfterAppend: Message list
+      MsgsAfterAppend: Outbox<Message>
       Lead: uint64
       /// Target of a leadership transfer in progress; 0 for none.
       LeadTransferee: uint64
@@ -90,9 +124,9 @@ type RaftState =
       /// Whether trace events are recorded.
       Tracing: bool
       /// Log lines not yet taken by the host, in order.
-      Logs: LogLine list
+      Logs: Outbox<LogLine>
       /// Trace events not yet taken by the host, in order.
-      Traces: TraceEvent list }
+      Traces: Outbox<TraceEvent> }
 
 module Raft =
     // ---- output ---------------------------------------------------------------------
@@ -100,10 +134,10 @@ module Raft =
     /// Go's %x of an id.
     let hex (id: uint64) : string = id.ToString("x")
 
-    let private emit (line: LogLine) (r: RaftState) = { r with Logs = r.Logs @ [ line ] }
+    let private emit (line: LogLine) (r: RaftState) = { r with Logs = Outbox.add line r.Logs }
 
     let logLines (lines: LogLine list) (r: RaftState) =
-        if List.isEmpty lines then r else { r with Logs = r.Logs @ lines }
+        if List.isEmpty lines then r else { r with Logs = Outbox.addList lines r.Logs }
 
     let info text r = emit (LogLine.info text) r
     let debug text r = emit (LogLine.debug text) r
@@ -141,7 +175,7 @@ module Raft =
                   Message = m |> Option.map traceMessage
                   ConfChange = cc
                   Progress = progress }
-            { r with Traces = r.Traces @ [ ev ] }
+            { r with Traces = Outbox.add ev r.Traces }
 
     let private traceNode name r = traceEvent name None None None r
 
@@ -198,7 +232,7 @@ module Raft =
 
     /// Peers other than ourselves, in id order (etcd's Visit skipping r.id).
     let peers (r: RaftState) : uint64 list =
-        r.Trk.Progress |> Map.toList |> List.map fst |> List.filter (fun id -> id <> r.Id)
+        Map.foldBack (fun id _ acc -> if id = r.Id then acc else id :: acc) r.Trk.Progress []
 
     let pastElectionTimeout (r: RaftState) = r.ElectionElapsed >= r.RandomizedElectionTimeout
 
@@ -237,25 +271,27 @@ module Raft =
     /// Queues a message (etcd's send): stamps sender and term; responses that vouch for
     /// unstable state (appends, votes) wait in MsgsAfterAppend until it is durable.
     let send (m: Message) (r: RaftState) : RaftState =
-        let m = if m.From = NodeId.None then { m with From = r.Id } else m
-        let m =
+        let from = if m.From = NodeId.None then r.Id else m.From
+        let term =
             match m.Type with
             | MsgVote | MsgVoteResp | MsgPreVote | MsgPreVoteResp ->
                 // Campaign messages carry the term they are about, never our own implicitly.
                 if m.Term = 0UL then invalidOp (sprintf "term should be set when sending %s" (msgName m.Type))
-                m
+                m.Term
             | _ ->
                 if m.Term <> 0UL then
                     invalidOp (sprintf "term should not be set when sending %s (was %d)" (msgName m.Type) m.Term)
                 // Proposals and read requests are forwarded to the leader like local messages.
-                if m.Type = MsgProp || m.Type = MsgReadIndex then m else { m with Term = r.Term }
+                if m.Type = MsgProp || m.Type = MsgReadIndex then m.Term else r.Term
+        // One copy at most: messages are the bulk of what a step allocates.
+        let m = if from = m.From && term = m.Term then m else { m with From = from; Term = term }
         match m.Type with
         | MsgAppResp | MsgVoteResp | MsgPreVoteResp ->
-            traceSend m { r with MsgsAfterAppend = r.MsgsAfterAppend @ [ m ] }
+            traceSend m { r with MsgsAfterAppend = Outbox.add m r.MsgsAfterAppend }
         | _ ->
             if m.To = r.Id then
                 invalidOp (sprintf "message should not be self-addressed when sending %s" (msgName m.Type))
-            traceSend m { r with Msgs = r.Msgs @ [ m ] }
+            traceSend m { r with Msgs = Outbox.add m r.Msgs }
 
     let private message (t: MessageType) (toId: uint64) : Message = { Message.empty with Type = t; To = toId }
 
@@ -361,7 +397,7 @@ module Raft =
     let maybeCommit (r: RaftState) : RaftState * bool =
         let committed = ProgressTracker.committed r.Trk
         let log, moved = RaftLog.maybeCommit (EntryId.create r.Term committed) r.RaftLog
-        traceNode "Commit" { r with RaftLog = log }, moved
+        traceNode "Commit" (if moved then { r with RaftLog = log } else r), moved
 
     // ---- uncommitted size --------------------------------------------------------------
 
@@ -610,8 +646,8 @@ module Raft =
                       Trk = ProgressTracker.create c.MaxInflightMsgs c.MaxInflightBytes
                       State = StateFollower
                       IsLearner = false
-                      Msgs = []
-                      MsgsAfterAppend = []
+                      Msgs = Outbox.empty
+                      MsgsAfterAppend = Outbox.empty
                       Lead = NodeId.None
                       LeadTransferee = NodeId.None
                       PendingConfIndex = 0UL
@@ -630,8 +666,8 @@ module Raft =
                       PendingReadIndexMessages = []
                       RandomState = c.RandomSeed
                       Tracing = c.Tracing
-                      Logs = []
-                      Traces = [] }
+                      Logs = Outbox.empty
+                      Traces = Outbox.empty }
                 let r = traceNode "InitState" r
                 match Restore.restore r.Trk (RaftLog.lastIndex log) cs with
                 | Error e -> Error e
@@ -655,14 +691,14 @@ module Raft =
 
     /// Takes the pending log lines and trace events.
     let takeOutput (r: RaftState) : RaftState * LogLine list * TraceEvent list =
-        { r with Logs = []; Traces = [] }, r.Logs, r.Traces
+        { r with Logs = Outbox.empty; Traces = Outbox.empty }, Outbox.toList r.Logs, Outbox.toList r.Traces
 
     /// Takes the messages that may be sent right away.
-    let takeMessages (r: RaftState) : RaftState * Message list = { r with Msgs = [] }, r.Msgs
+    let takeMessages (r: RaftState) : RaftState * Message list = { r with Msgs = Outbox.empty }, Outbox.toList r.Msgs
 
     /// Takes the messages that wait for the unstable state to become durable.
     let advanceMessagesAfterAppend (r: RaftState) : RaftState * Message list =
-        { r with MsgsAfterAppend = [] }, r.MsgsAfterAppend
+        { r with MsgsAfterAppend = Outbox.empty }, Outbox.toList r.MsgsAfterAppend
 
     /// Takes the answered reads.
     let takeReadStates (r: RaftState) : RaftState * ReadState list = { r with ReadStates = [] }, r.ReadStates

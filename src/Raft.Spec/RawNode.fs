@@ -93,7 +93,7 @@ module RawNode =
         // hard state rebuilt from them is empty.
         let hs = defaultArg rd.HardState HardState.empty
         let responses =
-            if needsAppendResp r rd then r.MsgsAfterAppend @ [ localAppendResp r rd ] else r.MsgsAfterAppend
+            if needsAppendResp r rd then Outbox.add (localAppendResp r rd) r.MsgsAfterAppend else r.MsgsAfterAppend
         { Message.empty with
             Type = MsgStorageAppend
             To = NodeId.LocalAppendThread
@@ -103,7 +103,7 @@ module RawNode =
             Vote = hs.Vote
             Commit = hs.Commit
             Snapshot = rd.Snapshot
-            Responses = List.toArray responses }
+            Responses = Outbox.toArray responses }
 
     /// Committed entries are applied under no particular term.
     let private localApplyResp (r: RaftState) (ents: Entry[]) : Message =
@@ -143,7 +143,7 @@ module RawNode =
               Entries = entries
               Snapshot = RaftLog.nextUnstableSnapshot r.RaftLog
               CommittedEntries = RaftLog.nextCommittedEnts (applyUnstableEntries rn) r.RaftLog
-              Messages = List.toArray r.Msgs
+              Messages = Outbox.toArray r.Msgs
               MustSync = mustSync hard rn.PrevHardState entries.Length }
         if rn.AsyncStorageWrites then
             let append = if needsStorageAppend r rd then [| storageAppend r rd |] else [||]
@@ -152,7 +152,7 @@ module RawNode =
         else
             // The waiting messages leave with this Ready (the application persists before
             // sending); those to ourselves are stepped on Advance instead.
-            let afterAppend = r.MsgsAfterAppend |> List.filter (fun m -> m.To <> r.Id) |> List.toArray
+            let afterAppend = r.MsgsAfterAppend |> Outbox.toArray |> Array.filter (fun m -> m.To <> r.Id)
             { rd with Messages = Array.append rd.Messages afterAppend }
 
     /// Records that the application took the Ready (etcd's acceptReady): its changes are
@@ -165,7 +165,7 @@ module RawNode =
             else
                 if not rn.StepsOnAdvance.IsEmpty then
                     invalidOp "two accepted Ready structs without call to Advance"
-                let selfResponses = r.MsgsAfterAppend |> List.filter (fun m -> m.To = r.Id)
+                let selfResponses = r.MsgsAfterAppend |> Outbox.toList |> List.filter (fun m -> m.To = r.Id)
                 let appendResp = if needsAppendResp r rd then [ localAppendResp r rd ] else []
                 let applyResp =
                     if rd.CommittedEntries.Length > 0 then [ localApplyResp r rd.CommittedEntries ] else []
@@ -178,8 +178,8 @@ module RawNode =
             | None -> log
         let r =
             { r with
-                Msgs = []
-                MsgsAfterAppend = []
+                Msgs = Outbox.empty
+                MsgsAfterAppend = Outbox.empty
                 ReadStates = if rd.ReadStates.IsEmpty then r.ReadStates else []
                 RaftLog = log }
             |> Raft.traceEvent "Ready" None None None
@@ -354,7 +354,7 @@ module RawNode =
     let takeLogs (rn: RawNode) : RawNode * LogLine list =
         let r, logs, traces = Raft.takeOutput rn.Raft
         // The traces stay pending for takeOutput.
-        { rn with Raft = { r with Traces = traces } }, logs
+        { rn with Raft = { r with Traces = Outbox.ofList traces } }, logs
 
     /// Takes the pending log lines and trace events.
     let takeOutput (rn: RawNode) : RawNode * LogLine list * TraceEvent list =

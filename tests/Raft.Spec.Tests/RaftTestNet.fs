@@ -157,7 +157,7 @@ let takeLogs (id: uint64) (net: Net) : Net * string list =
     let r, lines, _ = Raft.takeOutput n.R
     setNode id { n with R = r } net, lines |> List.map (fun l -> l.Text)
 
-let logsOf (id: uint64) (net: Net) : string list = (state id net).Logs |> List.map (fun l -> l.Text)
+let logsOf (id: uint64) (net: Net) : string list = (state id net).Logs |> Outbox.toList |> List.map (fun l -> l.Text)
 
 let isolate (id: uint64) (net: Net) = { net with Drop = fun m -> m.From = id || m.To = id }
 let heal (net: Net) = { net with Drop = fun _ -> false }

@@ -204,7 +204,7 @@ let ``rejections carry a hint that skips the follower's higher-term tail`` () =
     let n = nodeWith (config 2UL s) s
     let m = { Message.empty with Type = MsgApp; From = 1UL; To = 2UL; Term = 3UL; Index = 8UL; LogTerm = 1UL; Commit = 1UL }
     let r, _ = Step.step n.R m
-    let resp = r.MsgsAfterAppend |> List.last
+    let resp = r.MsgsAfterAppend |> Outbox.toList |> List.last
     Assert.Equal(MsgAppResp, resp.Type)
     Assert.True(resp.Reject)
     Assert.Equal(8UL, resp.Index)
@@ -407,7 +407,7 @@ let ``old-term appends are answered when check quorum is on`` () =
     ignore r
     let r2 = { r2 with Term = 5UL }
     let r, _ = Step.step r2 { Message.empty with Type = MsgHeartbeat; From = 1UL; To = 2UL; Term = 1UL }
-    let resp = r.MsgsAfterAppend |> List.last
+    let resp = r.MsgsAfterAppend |> Outbox.toList |> List.last
     Assert.Equal(MsgAppResp, resp.Type)
     Assert.Equal(5UL, resp.Term)
 
@@ -437,7 +437,7 @@ let ``election timeouts are drawn deterministically from the seed`` () =
 [<Fact>]
 let ``trace events follow etcd's trace points`` () =
     let net = cluster 3 id |> elect 1UL
-    let names = (state 1UL net).Traces |> List.map (fun t -> t.Name)
+    let names = (state 1UL net).Traces |> Outbox.toList |> List.map (fun t -> t.Name)
     Assert.Equal("InitState", names.Head)
     for n in [ "ApplyConfChange"; "BecomeFollower"; "BecomeCandidate"; "SendRequestVoteRequest"; "ReceiveRequestVoteResponse"; "BecomeLeader"; "Replicate"; "SendAppendEntriesRequest"; "Commit" ] do
         Assert.Contains(n, names)
@@ -447,7 +447,7 @@ let ``the inflight window limits appends to a replicating peer`` () =
     let net = cluster 3 (fun c -> { c with MaxInflightMsgs = 2; MaxSizePerMsg = 1UL }) |> elect 1UL
     Assert.Equal(StateReplicate, (state 1UL net).Trk.Progress[2UL].State)
     let net = [ 1..5 ] |> List.fold (fun net i -> propose 1UL (string i) net |> fst) net
-    let appsTo2 = (state 1UL net).Msgs |> List.filter (fun m -> m.Type = MsgApp && m.To = 2UL)
+    let appsTo2 = (state 1UL net).Msgs |> Outbox.toList |> List.filter (fun m -> m.Type = MsgApp && m.To = 2UL)
     Assert.Equal(2, appsTo2.Length)
     Assert.True(Progress.isPaused (state 1UL net).Trk.Progress[2UL])
     // Acks free the window and the rest flows.
@@ -467,7 +467,7 @@ let ``heartbeats never tell a peer to commit beyond its match`` () =
     let net = propose 1UL "x" net |> fst |> stabilize |> heal
     Assert.Equal(2UL, (state 1UL net).RaftLog.Committed)
     let net = tickNode 1UL net
-    let hb = (state 1UL net).Msgs |> List.filter (fun m -> m.Type = MsgHeartbeat)
+    let hb = (state 1UL net).Msgs |> Outbox.toList |> List.filter (fun m -> m.Type = MsgHeartbeat)
     Assert.Equal(2UL, (hb |> List.find (fun m -> m.To = 2UL)).Commit)
     Assert.Equal(1UL, (hb |> List.find (fun m -> m.To = 3UL)).Commit)
 
