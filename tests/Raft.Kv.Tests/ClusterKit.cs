@@ -66,6 +66,7 @@ internal sealed class EtcdClient(string url) : IDisposable
     private static readonly GrpcMethod<RangeRequest, RangeResponse> Range = M("KV", "Range", RangeRequest.Parser, RangeResponse.Parser);
     private static readonly GrpcMethod<MemberAddRequest, MemberAddResponse> Add = M("Cluster", "MemberAdd", MemberAddRequest.Parser, MemberAddResponse.Parser);
     private static readonly GrpcMethod<MemberRemoveRequest, MemberRemoveResponse> Remove = M("Cluster", "MemberRemove", MemberRemoveRequest.Parser, MemberRemoveResponse.Parser);
+    private static readonly GrpcMethod<MemberUpdateRequest, MemberUpdateResponse> Update = M("Cluster", "MemberUpdate", MemberUpdateRequest.Parser, MemberUpdateResponse.Parser);
     private static readonly GrpcMethod<MemberPromoteRequest, MemberPromoteResponse> Promote = M("Cluster", "MemberPromote", MemberPromoteRequest.Parser, MemberPromoteResponse.Parser);
     private static readonly GrpcMethod<MemberListRequest, MemberListResponse> List = M("Cluster", "MemberList", MemberListRequest.Parser, MemberListResponse.Parser);
     private static readonly GrpcMethod<StatusRequest, StatusResponse> StatusCall = M("Maintenance", "Status", StatusRequest.Parser, StatusResponse.Parser);
@@ -99,6 +100,9 @@ internal sealed class EtcdClient(string url) : IDisposable
         _client.UnaryAsync(Add, new MemberAddRequest { PeerURLs = { peerUrl }, IsLearner = learner }, Call);
 
     public Task<MemberRemoveResponse> MemberRemoveAsync(ulong id) => _client.UnaryAsync(Remove, new MemberRemoveRequest { ID = id }, Call);
+
+    public Task<MemberUpdateResponse> MemberUpdateAsync(ulong id, string peerUrl) =>
+        _client.UnaryAsync(Update, new MemberUpdateRequest { ID = id, PeerURLs = { peerUrl } }, Call);
 
     public Task<MemberPromoteResponse> MemberPromoteAsync(ulong id) => _client.UnaryAsync(Promote, new MemberPromoteRequest { ID = id }, Call);
 

@@ -290,4 +290,48 @@ public class RecoveryTests(ITestOutputHelper output)
             foreach (var s in servers) if (s is not null) await s.DisposeAsync();
         }
     }
+
+    [Fact]
+    public async Task Member_update_changes_peer_urls_everywhere_and_a_removed_member_stops_serving()
+    {
+        var members = Enumerable.Range(1, 3).Select(i => ClusterKit.NewMember((ulong)i)).ToList();
+        var servers = new List<KvServer>();
+        var clients = members.Select(m => new EtcdClient(m.ClientUrl)).ToList();
+        try
+        {
+            foreach (var m in members) servers.Add(await KvServer.StartAsync(await OptionsAsync(m, members)));
+            var leader = await LeaderAsync(clients, () => "");
+            var victim = members.First(m => m.Id != leader);
+            var victimIndex = members.IndexOf(victim);
+            var other = clients[members.FindIndex(m => m.Id != leader && m.Id != victim.Id)];
+
+            var taken = await Assert.ThrowsAsync<GrpcCallException>(() => other.MemberUpdateAsync(victim.Id, members.First(m => m.Id == leader).PeerUrl));
+            Assert.Equal("etcdserver: Peer URLs already exists", taken.StatusMessage);
+            var moved = $"http://127.0.0.1:{ClusterKit.FreePort()}";
+            await other.MemberUpdateAsync(victim.Id, moved);
+            // (The member itself is cut off now: peers dial the new address, where nothing listens.)
+            foreach (var c in clients.Where((_, i) => i != victimIndex))
+                await ClusterKit.EventuallyAsync(async () => (await c.MemberListAsync()).Members.Single(m => m.ID == victim.Id).PeerURLs.SequenceEqual([moved]),
+                    $"the new peer URL at {c.Url}");
+
+            // Back to the address it listens on, so it hears of its removal.
+            await other.MemberUpdateAsync(victim.Id, victim.PeerUrl);
+            await ClusterKit.EventuallyAsync(async () => (await clients[0].MemberListAsync()).Members.Single(m => m.ID == victim.Id).PeerURLs.SequenceEqual([victim.PeerUrl]),
+                "the original peer URL");
+            var removed = await other.MemberRemoveAsync(victim.Id);
+            Assert.DoesNotContain(removed.Members, m => m.ID == victim.Id);
+            await servers[victimIndex].Removed.WaitAsync(TimeSpan.FromSeconds(20));
+            var refused = await Assert.ThrowsAsync<GrpcCallException>(() => clients[victimIndex].PutAsync("k", "v"));
+            Assert.Equal((StatusCode.Unavailable, "etcdserver: server stopped"), (refused.StatusCode, refused.StatusMessage));
+            // Two voters remain and both are needed; they still take writes.
+            Assert.True(await PutAnywhereAsync(clients.Where((_, i) => i != victimIndex).ToList(), "after-remove", "ok"));
+            var notFound = await Assert.ThrowsAsync<GrpcCallException>(() => other.MemberRemoveAsync(victim.Id));
+            Assert.Equal("etcdserver: member not found", notFound.StatusMessage);
+        }
+        finally
+        {
+            foreach (var c in clients) c.Dispose();
+            foreach (var s in servers) await s.DisposeAsync();
+        }
+    }
 }
