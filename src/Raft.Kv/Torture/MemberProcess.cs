@@ -33,6 +33,7 @@ internal sealed class MemberProcess : IAsyncDisposable
     /// <summary>Killed by the nemesis and not yet restarted.</summary>
     public bool Killed { get; private set; }
     public int Starts { get; private set; }
+    public DateTime LastStart { get; private set; }
 
     public bool HasExited => _process is null || _process.HasExited;
     public int? ExitCode => _process is { HasExited: true } p ? p.ExitCode : null;
@@ -64,6 +65,7 @@ internal sealed class MemberProcess : IAsyncDisposable
         Paused = false;
         Killed = false;
         Starts++;
+        LastStart = DateTime.UtcNow;
     }
 
     public void Log(string? line)

@@ -111,6 +111,8 @@ internal sealed class TortureCluster : IAsyncDisposable
                 lock (_gate)
                 {
                     if (m.Killed || !m.HasExited || ct.IsCancellationRequested) continue;
+                    // A member that cannot start (PostgreSQL down) exits at once: do not relaunch it more than every 2 s.
+                    if (DateTime.UtcNow - m.LastStart < TimeSpan.FromSeconds(2)) continue;
                     UnexpectedExits++;
                     var note = $"node{m.Id} exited on its own with status {m.ExitCode}{(_postgresDown ? " (PostgreSQL was down)" : "")}; restarted";
                     UnexpectedExitNotes.Add(note);

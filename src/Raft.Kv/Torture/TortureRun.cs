@@ -170,7 +170,7 @@ public static class TortureRun
             verdicts.Add(CheckHistory(history.Lines, options.CheckTimeout));
             verdicts.Add(CheckAckedWrites([.. workload.Acked], replicas?.FinalState, workload));
             if (cluster.UnexpectedExits > 0)
-                notes.AddRange(cluster.UnexpectedExitNotes);
+                notes.AddRange(cluster.UnexpectedExitNotes.GroupBy(n => n).Select(g => g.Count() == 1 ? g.Key : $"{g.Key} ({g.Count()} times)"));
             report = Report(history, workload, nemesis);
         }
         if (report.Passed && ownData) Directory.Delete(dataDir, recursive: true);
