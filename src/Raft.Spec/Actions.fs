@@ -182,7 +182,7 @@ let ProposeConfChange (i: int) (e: Entry) (r: RaftState) : RaftState * Entry =
 /// transfer is under way; conf changes are checked; then appended and broadcast.
 let ClientRequest (m: Message) (r: RaftState) : RaftState * Result<unit, StepError> =
     if m.Entries.Length = 0 then invalidOp (sprintf "%s stepped empty MsgProp" (hex r.Id))
-    if (progress r.Id r).IsNone then r, Error ProposalDropped
+    if not (r.Trk.Progress.ContainsKey r.Id) then r, Error ProposalDropped
     elif r.LeadTransferee <> NodeId.None then
         debug
             (sprintf "%s [term %d] transfer leadership to %s is in progress; dropping proposal"
@@ -191,14 +191,19 @@ let ClientRequest (m: Message) (r: RaftState) : RaftState * Result<unit, StepErr
         Error ProposalDropped
     else
         let r, ents =
-            m.Entries
-            |> Array.indexed
-            |> Array.fold
-                (fun (r, acc) (i, e) ->
-                    let r, e = ProposeConfChange i e r
-                    r, e :: acc)
-                (r, [])
-        match appendEntry (ents |> List.rev |> List.toArray) r with
+            // Normal entries pass the conf change checks untouched.
+            if m.Entries |> Array.forall (fun e -> e.Type = EntryNormal) then r, m.Entries
+            else
+                let r, ents =
+                    m.Entries
+                    |> Array.indexed
+                    |> Array.fold
+                        (fun (r, acc) (i, e) ->
+                            let r, e = ProposeConfChange i e r
+                            r, e :: acc)
+                        (r, [])
+                r, ents |> List.rev |> List.toArray
+        match appendEntry ents r with
         | r, false -> r, Error ProposalDropped
         | r, true -> bcastAppend r, Ok()
 
@@ -344,12 +349,12 @@ let AdvanceCommitIndex (r: RaftState) : RaftState * bool = maybeCommit r
 /// etcd's handleAppendEntries: accept when our log matches at (LogTerm, Index), else
 /// reject with a hint of where the logs may match (findConflictByTerm).
 let HandleAppendEntriesRequest (m: Message) (r: RaftState) : RaftState =
-    let reply = { Message.empty with To = m.From; Type = MsgAppResp }
-    if m.Index < r.RaftLog.Committed then send { reply with Index = r.RaftLog.Committed } r
+    let reply index = { Message.empty with To = m.From; Type = MsgAppResp; Index = index }
+    if m.Index < r.RaftLog.Committed then send (reply r.RaftLog.Committed) r
     else
         let slice = LogSlice.create m.Term (EntryId.create m.LogTerm m.Index) m.Entries
         match RaftLog.maybeAppend slice m.Commit r.RaftLog with
-        | Some(log, lastNew), lines -> send { reply with Index = lastNew } (logLines lines { r with RaftLog = log })
+        | Some(log, lastNew), lines -> sendWithLog (reply lastNew) log (logLines lines r)
         | None, lines ->
             let r = logLines lines r
             let r =
@@ -363,8 +368,7 @@ let HandleAppendEntriesRequest (m: Message) (r: RaftState) : RaftState =
             let hintIndex = min m.Index (RaftLog.lastIndex r.RaftLog)
             let hintIndex, hintTerm = RaftLog.findConflictByTerm hintIndex m.LogTerm r.RaftLog
             send
-                { reply with
-                    Index = m.Index
+                { reply m.Index with
                     Reject = true
                     RejectHint = hintIndex
                     LogTerm = hintTerm }
@@ -374,9 +378,9 @@ let HandleAppendEntriesRequest (m: Message) (r: RaftState) : RaftState =
 /// MsgAppResp at the leader (etcd's stepLeader): back off on rejection, or record the match,
 /// move probing/snapshotting peers to replicating, commit, and keep the pipeline full.
 let HandleAppendEntriesResponse (m: Message) (r: RaftState) : RaftState =
-    match progress m.From r with
-    | None -> r
-    | Some pr ->
+    match tryProgress m.From r with
+    | ValueNone -> r
+    | ValueSome pr ->
         let r, pr =
             if pr.RecentActive then r, pr
             else
@@ -423,13 +427,13 @@ let HandleAppendEntriesResponse (m: Message) (r: RaftState) : RaftState =
                     // Our term has a committed entry now: held-back reads can be served.
                     | r, true -> releasePendingReadIndexMessages r |> bcastAppend
                     | r, false ->
-                        match progress m.From r with
-                        | Some pr when r.Id <> m.From && Progress.canBumpCommit r.RaftLog.Committed pr -> sendAppend m.From r
+                        match tryProgress m.From r with
+                        | ValueSome pr when r.Id <> m.From && Progress.canBumpCommit r.RaftLog.Committed pr -> sendAppend m.From r
                         | _ -> r
                 // Flow control may have opened up: send what we can, but no empty appends.
                 let r = if r.Id <> m.From then sendAppendsWhilePossible m.From r else r
-                match progress m.From r with
-                | Some pr when m.From = r.LeadTransferee && pr.Match = RaftLog.lastIndex r.RaftLog ->
+                match tryProgress m.From r with
+                | ValueSome pr when m.From = r.LeadTransferee && pr.Match = RaftLog.lastIndex r.RaftLog ->
                     let r = info (sprintf "%s sent MsgTimeoutNow to %s after received MsgAppResp" (hex r.Id) (hex m.From)) r
                     sendTimeoutNow m.From r
                 | _ -> r

@@ -155,13 +155,28 @@ let entrySize (e: Entry) : uint64 =
     uint64 (typ + varintFieldSize 2 e.Term + varintFieldSize 3 e.Index + data)
 
 /// Sum of the encoded sizes (etcd's entsSize).
-let entriesSize (ents: Entry seq) : uint64 = ents |> Seq.sumBy entrySize
+let entriesSize (ents: Entry seq) : uint64 =
+    match ents with
+    // Arrays (what the core passes) without an enumerator.
+    | :? (Entry[]) as a ->
+        let mutable size = 0UL
+        for e in a do
+            size <- size + entrySize e
+        size
+    | _ -> ents |> Seq.sumBy entrySize
 
 /// The payload size of an entry: its data length (etcd's payloadSize), what the
 /// uncommitted-size limit counts.
 let payloadSize (e: Entry) : uint64 = uint64 (byteLength e.Data)
 
-let payloadsSize (ents: Entry seq) : uint64 = ents |> Seq.sumBy payloadSize
+let payloadsSize (ents: Entry seq) : uint64 =
+    match ents with
+    | :? (Entry[]) as a ->
+        let mutable size = 0UL
+        for e in a do
+            size <- size + payloadSize e
+        size
+    | _ -> ents |> Seq.sumBy payloadSize
 
 /// The longest prefix whose encoded size stays within maxSize, but at least one entry
 /// (etcd's limitSize).

@@ -221,6 +221,12 @@ module Raft =
 
     let progress (id: uint64) (r: RaftState) : Progress option = Map.tryFind id r.Trk.Progress
 
+    /// progress without allocating an option, for the paths every message takes.
+    let tryProgress (id: uint64) (r: RaftState) : Progress voption =
+        match r.Trk.Progress.TryGetValue id with
+        | true, pr -> ValueSome pr
+        | _ -> ValueNone
+
     let setProgress (id: uint64) (pr: Progress) (r: RaftState) =
         { r with Trk = { r.Trk with Progress = Map.add id pr r.Trk.Progress } }
 
@@ -268,9 +274,22 @@ module Raft =
 
     // ---- sending -----------------------------------------------------------------------
 
-    /// Queues a message (etcd's send): stamps sender and term; responses that vouch for
-    /// unstable state (appends, votes) wait in MsgsAfterAppend until it is durable.
-    let send (m: Message) (r: RaftState) : RaftState =
+    /// Queues a message whose sender and term are set, installing the tracker `trk` and the
+    /// log `log` in the same update (sending an append also moves the peer's progress,
+    /// answering one follows appending to the log). Responses that vouch for unstable
+    /// state (appends, votes) wait in MsgsAfterAppend until it is durable.
+    let private enqueue (m: Message) (trk: ProgressTracker) (log: RaftLog) (r: RaftState) : RaftState =
+        match m.Type with
+        | MsgAppResp | MsgVoteResp | MsgPreVoteResp ->
+            traceSend m { r with MsgsAfterAppend = Outbox.add m r.MsgsAfterAppend; Trk = trk; RaftLog = log }
+        | _ ->
+            if m.To = r.Id then
+                invalidOp (sprintf "message should not be self-addressed when sending %s" (msgName m.Type))
+            traceSend m { r with Msgs = Outbox.add m r.Msgs; Trk = trk; RaftLog = log }
+
+    /// The message with our id as sender and our term (etcd's send checks): campaign
+    /// messages carry their own term, forwarded proposals and reads none.
+    let private stamped (m: Message) (r: RaftState) : Message =
         let from = if m.From = NodeId.None then r.Id else m.From
         let term =
             match m.Type with
@@ -284,14 +303,14 @@ module Raft =
                 // Proposals and read requests are forwarded to the leader like local messages.
                 if m.Type = MsgProp || m.Type = MsgReadIndex then m.Term else r.Term
         // One copy at most: messages are the bulk of what a step allocates.
-        let m = if from = m.From && term = m.Term then m else { m with From = from; Term = term }
-        match m.Type with
-        | MsgAppResp | MsgVoteResp | MsgPreVoteResp ->
-            traceSend m { r with MsgsAfterAppend = Outbox.add m r.MsgsAfterAppend }
-        | _ ->
-            if m.To = r.Id then
-                invalidOp (sprintf "message should not be self-addressed when sending %s" (msgName m.Type))
-            traceSend m { r with Msgs = Outbox.add m r.Msgs }
+        if from = m.From && term = m.Term then m else { m with From = from; Term = term }
+
+    /// Queues a message (etcd's send): stamps sender and term; responses that vouch for
+    /// unstable state (appends, votes) wait in MsgsAfterAppend until it is durable.
+    let send (m: Message) (r: RaftState) : RaftState = enqueue (stamped m r) r.Trk r.RaftLog r
+
+    /// send, installing a new log in the same state update.
+    let sendWithLog (m: Message) (log: RaftLog) (r: RaftState) : RaftState = enqueue (stamped m r) r.Trk log r
 
     let private message (t: MessageType) (toId: uint64) : Message = { Message.empty with Type = t; To = toId }
 
@@ -325,10 +344,10 @@ module Raft =
     /// false nothing is sent when there are no entries to send. Returns whether a message
     /// was sent.
     let maybeSendAppend (toId: uint64) (sendIfEmpty: bool) (r: RaftState) : RaftState * bool =
-        match progress toId r with
-        | None -> r, false
-        | Some pr when Progress.isPaused pr -> r, false
-        | Some pr ->
+        match tryProgress toId r with
+        | ValueNone -> r, false
+        | ValueSome pr when Progress.isPaused pr -> r, false
+        | ValueSome pr ->
             let prevIndex = pr.Next - 1UL
             match RaftLog.term prevIndex r.RaftLog with
             // The entries the peer needs were compacted away: only a snapshot can help.
@@ -347,19 +366,23 @@ module Raft =
                     | Error _ -> maybeSendSnapshot toId pr r
                     | Ok ents ->
                         let committed = r.RaftLog.Committed
-                        let r =
-                            send
-                                { message MsgApp toId with
-                                    Index = prevIndex
-                                    LogTerm = prevTerm
-                                    Entries = ents
-                                    Commit = committed }
-                                r
+                        // Built stamped (sender, term) and queued together with the peer's
+                        // new progress: one message and one state per append.
+                        let m =
+                            { Message.empty with
+                                Type = MsgApp
+                                To = toId
+                                From = r.Id
+                                Term = r.Term
+                                Index = prevIndex
+                                LogTerm = prevTerm
+                                Entries = ents
+                                Commit = committed }
                         let pr =
                             pr
                             |> Progress.sentEntries ents.Length (Codec.payloadsSize ents)
                             |> Progress.sentCommit committed
-                        setProgress toId pr r, true
+                        enqueue m { r.Trk with Progress = Map.add toId pr r.Trk.Progress } r.RaftLog r, true
 
     /// etcd's sendAppend: an append even when it carries no entries (to convey the commit index).
     let sendAppend (toId: uint64) (r: RaftState) : RaftState = maybeSendAppend toId true r |> fst
@@ -373,9 +396,9 @@ module Raft =
     /// A heartbeat carries commit = min(match, committed): a follower must never be told
     /// to commit beyond what it is known to hold (etcd's sendHeartbeat).
     let sendHeartbeat (toId: uint64) (ctx: byte[]) (r: RaftState) : RaftState =
-        match progress toId r with
-        | None -> r
-        | Some pr ->
+        match tryProgress toId r with
+        | ValueNone -> r
+        | ValueSome pr ->
             let commit = min pr.Match r.RaftLog.Committed
             let r = send { message MsgHeartbeat toId with Commit = commit; Context = ctx } r
             updateProgress toId (Progress.sentCommit commit) r
@@ -410,7 +433,8 @@ module Raft =
 
     /// Accounts for committed entries; saturates at 0 because the estimate may be low.
     let reduceUncommittedSize (s: uint64) (r: RaftState) : RaftState =
-        { r with UncommittedSize = if s > r.UncommittedSize then 0UL else r.UncommittedSize - s }
+        if s = 0UL || r.UncommittedSize = 0UL then r
+        else { r with UncommittedSize = if s > r.UncommittedSize then 0UL else r.UncommittedSize - s }
 
     // ---- roles ---------------------------------------------------------------------------
 
@@ -440,21 +464,21 @@ module Raft =
     let appendEntry (es: Entry[]) (r: RaftState) : RaftState * bool =
         let li = RaftLog.lastIndex r.RaftLog
         let ents = es |> Array.mapi (fun i e -> { e with Term = r.Term; Index = li + 1UL + uint64 i })
-        match increaseUncommittedSize ents r with
-        | r, false ->
+        let size = Codec.payloadsSize ents
+        // increaseUncommittedSize's rule, applied together with the append in one update.
+        if r.UncommittedSize > 0UL && size > 0UL && r.UncommittedSize + size > r.MaxUncommittedSize then
             warn
                 (sprintf "%s appending new entries to log would exceed uncommitted entry size limit; dropping proposal" (hex r.Id))
                 r,
             false
-        | r, true ->
+        else
             let r =
-                ents
-                |> Array.filter (fun e -> e.Type = EntryNormal)
-                |> Array.fold (fun r _ -> traceNode "Replicate" r) r
+                if not r.Tracing then r
+                else ents |> Array.filter (fun e -> e.Type = EntryNormal) |> Array.fold (fun r _ -> traceNode "Replicate" r) r
             let log, lines = RaftLog.append ents r.RaftLog
-            let r = logLines lines { r with RaftLog = log }
+            let r = logLines lines { r with RaftLog = log; UncommittedSize = r.UncommittedSize + size }
             // The leader doesn't send itself a MsgApp: this self-ack counts its own copy once durable.
-            send { message MsgAppResp r.Id with Index = RaftLog.lastIndex r.RaftLog } r, true
+            send { Message.empty with Type = MsgAppResp; To = r.Id; Index = RaftLog.lastIndex r.RaftLog } r, true
 
     let becomeFollower (term: uint64) (lead: uint64) (r: RaftState) : RaftState =
         let r = reset term r
@@ -691,7 +715,9 @@ module Raft =
 
     /// Takes the pending log lines and trace events.
     let takeOutput (r: RaftState) : RaftState * LogLine list * TraceEvent list =
-        { r with Logs = Outbox.empty; Traces = Outbox.empty }, Outbox.toList r.Logs, Outbox.toList r.Traces
+        // Hosts drain after every step; most steps log nothing.
+        if r.Logs.IsEmpty && r.Traces.IsEmpty then r, [], []
+        else { r with Logs = Outbox.empty; Traces = Outbox.empty }, Outbox.toList r.Logs, Outbox.toList r.Traces
 
     /// Takes the messages that may be sent right away.
     let takeMessages (r: RaftState) : RaftState * Message list = { r with Msgs = Outbox.empty }, Outbox.toList r.Msgs

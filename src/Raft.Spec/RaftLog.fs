@@ -64,24 +64,38 @@ module RaftLog =
             log.Unstable.OffsetInProgress
             log.Unstable.Entries.Length
 
+    // firstIndex, lastIndex and term read the unstable part directly (what
+    // Unstable.maybeFirstIndex etc. answer) to spare an option on every call.
+
     let firstIndex (log: RaftLog) : uint64 =
-        match Unstable.maybeFirstIndex log.Unstable with
-        | Some i -> i
+        match log.Unstable.Snapshot with
+        | Some s -> s.Metadata.Index + 1UL
         | None -> log.Storage.FirstIndex() |> orFail
 
     let lastIndex (log: RaftLog) : uint64 =
-        match Unstable.maybeLastIndex log.Unstable with
-        | Some i -> i
-        | None -> log.Storage.LastIndex() |> orFail
+        let u = log.Unstable
+        if u.Entries.Length > 0 then u.Offset + uint64 u.Entries.Length - 1UL
+        else
+            match u.Snapshot with
+            | Some s -> s.Metadata.Index
+            | None -> log.Storage.LastIndex() |> orFail
 
     /// The term of entry i, for i in [firstIndex-1, lastIndex] (the entry before the first
     /// keeps its term for matching); Compacted below that range, Unavailable above it.
     let term (i: uint64) (log: RaftLog) : Result<uint64, StorageError> =
         // The unstable tail first: if it knows the entry, the entry is in range, and the
         // range check (which may read storage) is not needed.
-        match Unstable.maybeTerm i log.Unstable with
-        | Some t -> Ok t
-        | None ->
+        let u = log.Unstable
+        let fromUnstable =
+            if i < u.Offset then
+                match u.Snapshot with
+                | Some s when s.Metadata.Index = i -> ValueSome s.Metadata.Term
+                | _ -> ValueNone
+            elif i - u.Offset < uint64 u.Entries.Length then ValueSome u.Entries[int (i - u.Offset)].Term
+            else ValueNone
+        match fromUnstable with
+        | ValueSome t -> Ok t
+        | ValueNone ->
             if i + 1UL < firstIndex log then Error StorageError.Compacted
             elif i > lastIndex log then Error StorageError.Unavailable
             else
@@ -307,7 +321,9 @@ module RaftLog =
     /// The unstable entries to hand out for writing.
     let nextUnstableEnts (log: RaftLog) : Entry[] = Unstable.nextEntries log.Unstable
 
-    let hasNextUnstableEnts (log: RaftLog) : bool = (nextUnstableEnts log).Length > 0
+    let hasNextUnstableEnts (log: RaftLog) : bool =
+        let u = log.Unstable
+        u.Entries.Length > int (u.OffsetInProgress - u.Offset)
 
     /// Whether any entries are unstable, handed out for writing or not.
     let hasNextOrInProgressUnstableEnts (log: RaftLog) : bool = log.Unstable.Entries.Length > 0

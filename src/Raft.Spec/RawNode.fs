@@ -330,9 +330,12 @@ module RawNode =
     /// Whether ready would return any work (etcd's HasReady).
     let hasReady (rn: RawNode) : bool =
         let r = rn.Raft
-        let hard = Raft.hardState r
-        Raft.softState r <> rn.PrevSoftState
-        || (not (HardState.isEmpty hard) && hard <> rn.PrevHardState)
+        // The soft and hard state compared field by field: hasReady runs after every step.
+        let prevSoft, prevHard, commit = rn.PrevSoftState, rn.PrevHardState, r.RaftLog.Committed
+        r.Lead <> prevSoft.Lead
+        || r.State <> prevSoft.RaftState
+        || (not (r.Term = 0UL && r.Vote = 0UL && commit = 0UL)
+            && (r.Term <> prevHard.Term || r.Vote <> prevHard.Vote || commit <> prevHard.Commit))
         || RaftLog.hasNextUnstableSnapshot r.RaftLog
         || not r.Msgs.IsEmpty
         || not r.MsgsAfterAppend.IsEmpty
@@ -359,7 +362,7 @@ module RawNode =
     /// Takes the pending log lines and trace events.
     let takeOutput (rn: RawNode) : RawNode * LogLine list * TraceEvent list =
         let r, logs, traces = Raft.takeOutput rn.Raft
-        { rn with Raft = r }, logs, traces
+        (if obj.ReferenceEquals(r, rn.Raft) then rn else { rn with Raft = r }), logs, traces
 
     let basicStatus (rn: RawNode) : BasicStatus =
         let r = rn.Raft

@@ -43,9 +43,9 @@ let private stepLeader (m: Message) (r: RaftState) : StepResult =
     | MsgReadIndex -> ok (ReadIndex m r)
     | MsgForgetLeader -> ok r
     | _ ->
-        match progress m.From r with
-        | None -> ok (debug (sprintf "%s no progress available for %s" (hex r.Id) (hex m.From)) r)
-        | Some pr ->
+        match tryProgress m.From r with
+        | ValueNone -> ok (debug (sprintf "%s no progress available for %s" (hex r.Id) (hex m.From)) r)
+        | ValueSome pr ->
             match m.Type with
             | MsgAppResp -> ok (HandleAppendEntriesResponse m r)
             | MsgHeartbeatResp -> ok (HandleHeartbeatResponse m r)
@@ -69,6 +69,10 @@ let private stepCandidate (m: Message) (r: RaftState) : StepResult =
         ok (debug (sprintf "%s [term %d state %s] ignored MsgTimeoutNow from %s" (hex r.Id) r.Term (Describe.stateTypeName r.State) (hex m.From)) r)
     | _ -> ok r
 
+/// A follower hears from its leader: the election clock restarts.
+let private heardFromLeader (m: Message) (r: RaftState) =
+    if r.ElectionElapsed = 0 && r.Lead = m.From then r else { r with ElectionElapsed = 0; Lead = m.From }
+
 let private stepFollower (m: Message) (r: RaftState) : StepResult =
     match m.Type with
     | MsgProp ->
@@ -78,9 +82,9 @@ let private stepFollower (m: Message) (r: RaftState) : StepResult =
             info (sprintf "%s not forwarding to leader %s at term %d; dropping proposal" (hex r.Id) (hex r.Lead) r.Term) r,
             Error ProposalDropped
         else ok (send { m with To = r.Lead } r)
-    | MsgApp -> { r with ElectionElapsed = 0; Lead = m.From } |> HandleAppendEntriesRequest m |> ok
-    | MsgHeartbeat -> { r with ElectionElapsed = 0; Lead = m.From } |> HandleHeartbeat m |> ok
-    | MsgSnap -> { r with ElectionElapsed = 0; Lead = m.From } |> HandleSnapshot m |> ok
+    | MsgApp -> heardFromLeader m r |> HandleAppendEntriesRequest m |> ok
+    | MsgHeartbeat -> heardFromLeader m r |> HandleHeartbeat m |> ok
+    | MsgSnap -> heardFromLeader m r |> HandleSnapshot m |> ok
     | MsgTransferLeader ->
         if r.Lead = NodeId.None then
             ok (info (sprintf "%s no leader at term %d; dropping leader transfer msg" (hex r.Id) r.Term) r)

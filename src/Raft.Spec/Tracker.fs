@@ -69,7 +69,10 @@ module ProgressTracker =
 
     /// The Match of a tracked node, as the quorum functions look it up.
     let ackedIndex (t: ProgressTracker) : AckedIndexer =
-        fun id -> Map.tryFind id t.Progress |> Option.map (fun pr -> pr.Match)
+        fun id ->
+            match t.Progress.TryGetValue id with
+            | true, pr -> Some pr.Match
+            | _ -> None
 
     /// The largest index acknowledged by a quorum of voters (both halves when joint).
     let committed (t: ProgressTracker) : uint64 = JointConfig.committedIndex (ackedIndex t) t.Config.Voters
