@@ -38,7 +38,7 @@ internal sealed class NemesisRunner(TortureCluster cluster, IReadOnlyList<FaultS
             {
             }
             await HealAsync(step, CancellationToken.None);
-            log($"{clock.Elapsed.TotalSeconds,7:F1}s nemesis heals #{step.Number}");
+            log($"{clock.Elapsed.TotalSeconds,7:F1}s nemesis heals #{step.Number}{(step.Kind == NemesisKind.Transfer ? $" ({Transfers} leadership transfers done so far)" : "")}");
             if (stop.IsCancellationRequested) return;
         }
     }
