@@ -30,14 +30,17 @@ type private AllocListener() =
                 byType[name] <- v + amount)
         | _ -> ()
 
-let run (entries: int) (batch: int) =
+/// The plain cluster run, or with `simulator` the 'raftv bench core' run.
+let run (entries: int) (batch: int) (simulator: bool) =
     use listener = new AllocListener()
-    let c = Cluster.withLeader ()
-    let payload = Array.create 16 (byte 'x')
-    let target = Cluster.committed c + uint64 entries
     let before = GC.GetAllocatedBytesForCurrentThread()
-    while Cluster.committed c < target do
-        Cluster.round payload batch c
+    if simulator then Raft.Spec.CoreBench.run entries batch |> ignore
+    else
+        let c = Cluster.withLeader ()
+        let payload = Array.create 16 (byte 'x')
+        let target = Cluster.committed c + uint64 entries
+        while Cluster.committed c < target do
+            Cluster.round payload batch c
     let total = GC.GetAllocatedBytesForCurrentThread() - before
     printfn "batch %d: %.0f bytes per entry; sampled allocations by type:" batch (float total / float entries)
     let sampled = lock listener.ByType (fun () -> listener.ByType |> Seq.map (fun kv -> kv.Key, kv.Value) |> Seq.toArray)
