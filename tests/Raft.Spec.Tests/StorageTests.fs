@@ -221,3 +221,23 @@ let ``restore refuses parts no storage can hold, saying why`` () =
         "snapshot at index 4 has term 3 but the log has term 4 there",
         restore (snapAt 4UL 3UL) 3UL 3UL (entsFrom 4UL [ 4UL ])
     )
+
+[<Fact>]
+let ``storages derived from one value by appends, compactions and truncations never see each other's entries`` () =
+    let rnd = System.Random 20261121
+    let terms n = List.init n (fun _ -> uint64 (rnd.Next(1, 9)))
+    // A family of storages, each derived from a random earlier one; every one must still
+    // hold exactly what it held when it was made, whatever was derived from it later.
+    let family = ResizeArray<MemoryStorage * (uint64 * uint64) list>()
+    family.Add(MemoryStorage.empty, [])
+    for _ in 1..400 do
+        let s, _ = family[rnd.Next family.Count]
+        let next =
+            if rnd.Next 4 = 0 && s.LastIndex > s.FirstIndex then
+                MemoryStorage.compact (s.FirstIndex + uint64 (rnd.Next(int (s.LastIndex - s.FirstIndex)))) s |> ok
+            else
+                let from = s.LastIndex + 1UL - uint64 (rnd.Next(int (min 3UL (s.LastIndex - s.FirstIndex + 1UL)) + 1))
+                MemoryStorage.append (entsFrom (max from s.FirstIndex) (terms (rnd.Next(1, 4)))) s
+        family.Add(next, stored next)
+        for s, expected in family do
+            Assert.Equal<(uint64 * uint64) list>(expected, stored s)
