@@ -29,6 +29,11 @@ let main argv =
         for b in [ 1; 64 ] do
             show (CoreBench.runSimulated entries b)
         0
+    | [ "loop"; batch; entries ] ->
+        // For profilers: the core run alone.
+        let r = CoreBench.run (int entries) (int batch)
+        printfn "%.0f entries/s, %.0f bytes per entry" r.EntriesPerSecond r.BytesPerEntry
+        0
     | [ "allocs"; batch ] ->
         AllocProfile.run 20000 (int batch) false
         0
