@@ -34,10 +34,12 @@ type CoreBenchmarks() =
         leader <- c.Nodes[0]
         msgApp1 <- msgAppAfter 1 c
         msgApp64 <- msgAppAfter 64 c
-        // The leader with one proposal sent out and acknowledged by itself: node 2's ack commits it.
-        let rn = RawNode.propose payload c.Nodes[0] |> fst
-        let rn, _ = RawNode.ready rn
-        leaderAwaitingAck <- RawNode.advance rn
+        // The leader with one proposal persisted, sent out and acknowledged by itself: node
+        // 2's ack commits it.
+        c.Nodes[0] <- RawNode.propose payload c.Nodes[0] |> fst
+        Cluster.handleReady c 0
+        c.Network.Clear()
+        leaderAwaitingAck <- c.Nodes[0]
         let last = RaftLog.lastIndex leaderAwaitingAck.Raft.RaftLog
         msgAppResp <- { Message.empty with Type = MsgAppResp; From = 2UL; To = 1UL; Term = leader.Raft.Term; Index = last }
         cluster <- Cluster.withLeader ()
