@@ -933,6 +933,12 @@ HandleReadIndexQuorum(i) ==
 \* the snapshot (HardState.Commit is not modelled), the configuration is the
 \* snapshot's (the application re-applies later conf entries).
 Restart(i) ==
+    \* a restart that would change nothing is a stutter: not taken
+    /\ \/ role[i] # "Follower" \/ leader[i] # Nil \/ heard[i]
+       \/ commitIndex[i] # snapshotIndex[i] \/ applied[i] # snapshotIndex[i]
+       \/ config[i] # snapshotConfig[i] \/ outbox[i] # {}
+       \/ stableIndex[i] < LastIndex(i)
+       \/ hardState[i] # [term |-> currentTerm[i], vote |-> votedFor[i]]
     /\ currentTerm' = [currentTerm EXCEPT ![i] = hardState[i].term]
     /\ votedFor'    = [votedFor EXCEPT ![i] =
                          IF Mutant = "VoteNotPersisted" THEN Nil ELSE hardState[i].vote]
@@ -1092,10 +1098,15 @@ CommittedIsDurable ==
 VoteOnce ==
     \A v1, v2 \in votesSent : v1[1] = v2[1] /\ v1[2] = v2[2] => v1[3] = v2[3]
 
-\* LearnersNeverVote: every election was won by the votes of voters alone
-\* (a learner's vote never counted), and only voters campaign or lead.
+\* ElectedByQuorum: every election was won with the votes of a quorum of
+\* the winner's configuration (voters only; both halves when joint).
+ElectedByQuorum ==
+    \A e \in elections : TrueIsQuorum(e.votes, e.cfg)
+
+\* LearnersNeverVote: no learner's vote was ever counted in an election,
+\* and only voters campaign or lead.
 LearnersNeverVote ==
-    /\ \A e \in elections : TrueIsQuorum(e.votes \cap Voters(e.cfg), e.cfg)
+    /\ \A e \in elections : e.votes \cap Learners(e.cfg) = {}
     /\ \A i \in Server : role[i] # "Follower" => i \in Voters(config[i])
 
 \* QuorumIntersection: in every configuration a node uses or has in its log,
