@@ -359,6 +359,9 @@ module RawNode =
         // The traces stay pending for takeOutput.
         { rn with Raft = { r with Traces = Outbox.ofList traces } }, logs
 
+    /// Whether log lines or trace events are pending (takeOutput would return some).
+    let hasOutput (rn: RawNode) : bool = not rn.Raft.Logs.IsEmpty || not rn.Raft.Traces.IsEmpty
+
     /// Takes the pending log lines and trace events.
     let takeOutput (rn: RawNode) : RawNode * LogLine list * TraceEvent list =
         let r, logs, traces = Raft.takeOutput rn.Raft

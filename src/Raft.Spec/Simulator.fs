@@ -1336,8 +1336,10 @@ module CoreBench =
         let storages = sim.Nodes |> Array.map (fun n -> n.Storage)
         let network = Collections.Generic.Queue<Message>()
         let settle (rn: RawNode) =
-            let rn, _, _ = RawNode.takeOutput rn
-            rn
+            if RawNode.hasOutput rn then
+                let rn, _, _ = RawNode.takeOutput rn
+                rn
+            else rn
         let handleReady i =
             let rn, rd = RawNode.ready nodes[i]
             let s = match rd.HardState with Some hs -> MemoryStorage.setHardState hs storages[i] | None -> storages[i]

@@ -74,8 +74,27 @@ module ProgressTracker =
             | true, pr -> Some pr.Match
             | _ -> None
 
-    /// The largest index acknowledged by a quorum of voters (both halves when joint).
-    let committed (t: ProgressTracker) : uint64 = JointConfig.committedIndex (ackedIndex t) t.Config.Voters
+    /// MajorityConfig.committedIndex over the progress map, without an option per voter:
+    /// the leader computes it on every acknowledgement.
+    let private majorityCommitted (prs: ProgressMap) (voters: MajorityConfig) : uint64 =
+        let n = voters.Count
+        if n = 0 then System.UInt64.MaxValue
+        else
+            // Voters without progress count as having acknowledged nothing (index 0).
+            let idxs = Array.zeroCreate<uint64> n
+            let mutable i = 0
+            for id in voters do
+                match prs.TryGetValue id with
+                | true, pr -> idxs[i] <- pr.Match
+                | _ -> ()
+                i <- i + 1
+            Array.sortInPlace idxs
+            idxs[n - (n / 2 + 1)]
+
+    /// The largest index acknowledged by a quorum of voters (both halves when joint);
+    /// the same as JointConfig.committedIndex (ackedIndex t) t.Config.Voters.
+    let committed (t: ProgressTracker) : uint64 =
+        min (majorityCommitted t.Progress t.Config.Voters.Incoming) (majorityCommitted t.Progress t.Config.Voters.Outgoing)
 
     /// Calls `f` for every tracked progress in ascending id order.
     let visit (f: uint64 -> Progress -> unit) (t: ProgressTracker) = Map.iter f t.Progress

@@ -485,3 +485,23 @@ let ``every configuration reached by changes is restored from its ConfState`` ()
     Check.One(
         Config.QuickThrowOnFailure.WithMaxTest(300).WithReplay(Some { Rnd = Rnd(seed, 3UL); Size = None }),
         Prop.forAll (Arb.fromGen (Gen.listOf step)) prop)
+
+[<Fact>]
+let ``the tracker's committed index is the joint quorum's over the progress Match`` () =
+    let rnd = System.Random 20261122
+    for _ in 1..500 do
+        let ids n = Set.ofList [ for _ in 1..n -> uint64 (rnd.Next(1, 8)) ]
+        let incoming, outgoing = ids (rnd.Next(0, 6)), ids (rnd.Next(0, 4))
+        // Some voters have no progress (acknowledged nothing).
+        let tracked = Set.union incoming outgoing |> Set.filter (fun _ -> rnd.Next 5 <> 0)
+        let t0 = ProgressTracker.create 256 0UL
+        let prs =
+            tracked
+            |> Seq.map (fun id ->
+                id, { Progress.create 1UL (ProgressTracker.newInflights t0) false with Match = uint64 (rnd.Next 10) })
+            |> Map.ofSeq
+        let t =
+            { t0 with
+                Config = { TrackerConfig.empty with Voters = { Incoming = incoming; Outgoing = outgoing } }
+                Progress = prs }
+        Assert.Equal(JointConfig.committedIndex (ProgressTracker.ackedIndex t) t.Config.Voters, ProgressTracker.committed t)
