@@ -134,6 +134,7 @@ public static class RaftvCli
     private static async Task<int> Bench(CommandArgs args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
         if (args.Flag("core")) return await SimulateCommand.BenchCore(args, stdout, stderr, ct);
+        if (args.Flag("transport")) return await Raft.Kv.Bench.TransportBenchmark.RunCommand(args, stdout, ct);
         foreach (var kind in new[] { "put", "range" })
             if (args.Flag(kind)) return await Raft.Kv.Bench.KvLoadCommand.Run(kind, args, stdout, stderr, ct);
         var seconds = args.IntOption("--seconds") ?? 3;
