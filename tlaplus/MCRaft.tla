@@ -48,12 +48,9 @@ MCConfChangesFull == SimpleCCs \cup JointOneCCs \cup JointTwoCCs \cup LeaveCCs
 RECURSIVE SumOver(_, _)
 SumOver(B, D) == IF D = {} THEN 0
                  ELSE LET x == CHOOSE y \in D : TRUE IN B[x] + SumOver(B, D \ {x})
-RECURSIVE SumSizes(_)
-SumSizes(S) == IF S = {} THEN 0
-               ELSE LET i == CHOOSE j \in S : TRUE IN Cardinality(outbox[i]) + SumSizes(S \ {i})
 \* Messages in flight: the network's copies plus the responses waiting in
-\* the outboxes for Persist.
-InFlight == SumOver(network, DOMAIN network) + SumSizes(Server)
+\* the outboxes for Persist (an outbox holds only its server's messages).
+InFlight == SumOver(network, DOMAIN network) + Cardinality(UNION {outbox[i] : i \in Server})
 
 PlanFor(t) == CASE t = 1 -> Plan1 [] t = 2 -> Plan2 [] t = 3 -> Plan3 [] t = 4 -> Plan4
                 [] OTHER -> Server
@@ -68,21 +65,28 @@ PlanFollowed ==
 Dirty(i) == \/ outbox[i] # {} \/ stableIndex[i] < LastIndex(i)
             \/ hardState[i] # [term |-> currentTerm[i], vote |-> votedFor[i]]
 
-StateConstraint ==
-    /\ \A i \in Server : currentTerm[i] <= MaxTerm
-    /\ \A i \in Server : LastIndex(i) <= MaxLogLen
-    /\ \A i \in Server : snapshotIndex[i] <= MaxSnapshot
-    /\ InFlight <= MaxMsgs
-    /\ restartCount <= MaxRestarts
-    /\ confCount <= MaxConfChanges
-    /\ readCount <= MaxReads
-    /\ \A m \in DOMAIN network : network[m] <= MaxCopies
-    /\ \A m \in DOMAIN network : m.type \in AllowedMsgs
+\* Constant-level (evaluated once): is any steering knob in use?
+Steered == \/ AllowedMsgs # MsgTypes \/ MaxDirty < Cardinality(Server) \/ ~AllowApply
+           \/ ~AllowTransfer \/ MaxCopies < MaxMsgs
+           \/ \E t \in 1..4 : PlanFor(t) # Server
+
+\* The steering knobs (all off in the ci and deep models).
+SteeringConstraint ==
+    /\ \A m \in DOMAIN network : network[m] <= MaxCopies /\ m.type \in AllowedMsgs
     /\ Cardinality({i \in Server : Dirty(i)}) <= MaxDirty
     /\ AllowApply \/ \A i \in Server : applied[i] = snapshotIndex[i]
     /\ AllowTransfer \/ \A i \in Server : leadTransferee[i] = Nil
-    /\ MaxDepth = 0 \/ TLCGet("level") <= MaxDepth
     /\ PlanFollowed
+
+StateConstraint ==
+    /\ \A i \in Server : currentTerm[i] <= MaxTerm /\ LastIndex(i) <= MaxLogLen
+                         /\ snapshotIndex[i] <= MaxSnapshot
+    /\ restartCount <= MaxRestarts
+    /\ confCount <= MaxConfChanges
+    /\ readCount <= MaxReads
+    /\ InFlight <= MaxMsgs
+    /\ MaxDepth = 0 \/ TLCGet("level") <= MaxDepth
+    /\ ~Steered \/ SteeringConstraint
 
 -----------------------------------------------------------------------------
 (* Mid-scenario start states.  BFS from Init cannot reach the deep         *)

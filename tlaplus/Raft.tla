@@ -1061,13 +1061,14 @@ ElectionSafety ==
 \* LogMatching: two logs with an entry of the same index and term agree on
 \* every entry up to that index (where neither is compacted).
 LogMatching ==
-    \A i, j \in Server :
+    \A i, j \in Server : i # j =>
         LET lo == Max({snapshotIndex[i], snapshotIndex[j]})
             hi == Min({LastIndex(i), LastIndex(j)})
         IN \A n \in (lo + 1)..hi :
+             \* by induction on n this is the whole prefix up to n
              TermAt(i, n) = TermAt(j, n) =>
-                /\ \A k \in (lo + 1)..n : Entry(i, k) = Entry(j, k)
-                /\ TermAt(i, lo) = TermAt(j, lo)
+                /\ Entry(i, n) = Entry(j, n)
+                /\ TermAt(i, n - 1) = TermAt(j, n - 1)
 
 \* LeaderCompleteness: a leader's log holds every entry committed by a
 \* leader of its term or an earlier one (unless compacted into its snapshot).
@@ -1080,7 +1081,7 @@ LeaderCompleteness ==
 \* committed (hence applied) at the same index, and every applied entry
 \* still in a log is the committed one.
 StateMachineSafety ==
-    /\ \A p, q \in committed : p[1] = q[1] => p[2] = q[2]
+    /\ Cardinality({p[1] : p \in committed}) = Cardinality(committed)  \* one term per index
     /\ \A i \in Server : \A n \in (snapshotIndex[i] + 1)..applied[i] :
           <<n, TermAt(i, n)>> \in committed
 
@@ -1109,17 +1110,20 @@ LearnersNeverVote ==
     /\ \A e \in elections : e.votes \cap Learners(e.cfg) = {}
     /\ \A i \in Server : role[i] # "Follower" => i \in Voters(config[i])
 
-\* QuorumIntersection: in every configuration a node uses or has in its log,
-\* any two quorums intersect (both halves of a joint config), and every
-\* quorum of a configuration intersects every quorum of the configuration
-\* the next conf entry produces from it (joint consensus's overlap).
+\* QuorumIntersection: for every conf entry in a log, any two quorums of the
+\* configuration before it intersect, likewise after it (a joint config needs
+\* both halves), and every quorum before intersects every quorum after (the
+\* overlap joint consensus and one-voter simple changes guarantee).  The
+\* bootstrap configuration is a plain majority, whose quorums intersect.
 QuorumsIntersect(c1, c2) == \A q1 \in Quorums(c1), q2 \in Quorums(c2) : q1 \cap q2 # {}
 QuorumIntersection ==
     \A i \in Server :
-        /\ QuorumsIntersect(config[i], config[i])
-        /\ \A n \in (snapshotIndex[i] + 1)..LastIndex(i) :
-              Entry(i, n).type = "conf" =>
-                 QuorumsIntersect(ConfigAt(i, n - 1), ConfigAt(i, n))
+        \A n \in (snapshotIndex[i] + 1)..LastIndex(i) :
+           Entry(i, n).type = "conf" =>
+              LET before == ConfigAt(i, n - 1)
+                  after  == ApplyCC(before, Entry(i, n).cc)
+              IN QuorumsIntersect(before, before) /\ QuorumsIntersect(after, after)
+                 /\ QuorumsIntersect(before, after)
 
 \* ReadIndexLinearizable: a read answered at index r.index never misses a
 \* write committed (anywhere) before the read was issued.
