@@ -135,6 +135,7 @@ public static class RaftvCli
     {
         if (args.Flag("core")) return await SimulateCommand.BenchCore(args, stdout, stderr, ct);
         if (args.Flag("transport")) return await Raft.Kv.Bench.TransportBenchmark.RunCommand(args, stdout, ct);
+        if (args.Flag("node")) return await Raft.Kv.Bench.NodeBenchmark.Run(args, stdout, ct);
         foreach (var kind in new[] { "put", "range" })
             if (args.Flag(kind)) return await Raft.Kv.Bench.KvLoadCommand.Run(kind, args, stdout, stderr, ct);
         var seconds = args.IntOption("--seconds") ?? 3;
