@@ -138,6 +138,7 @@ run_tlc_check() {
 if [[ $run_tlc -eq 1 ]]; then
   [[ -x tlaplus/check.sh ]] && run_tlc_check "TLC model check (ci)" tlaplus/check.sh ci
   [[ -x tlaplus/check-mutants.sh ]] && run_tlc_check "TLC mutants" tlaplus/check-mutants.sh
+  [[ -x tlaplus/check-traces.sh ]] && run_tlc_check "TLC trace validation" tlaplus/check-traces.sh
 fi
 
 log "== done in $((SECONDS - started))s"
