@@ -40,10 +40,14 @@ public sealed class InMemoryNetwork
     public bool CanReach(ulong from, ulong to) =>
         !_isolated.ContainsKey(from) && !_isolated.ContainsKey(to) && !_cut.ContainsKey((from, to));
 
+    /// <summary>When set, a message for which it returns true is lost (random loss in fault tests).</summary>
+    public Func<Message, bool>? Drop { get; set; }
+
     /// <summary>Whether the message was handed to the recipient's inbox.</summary>
     public bool Send(Message message)
     {
         if (!CanReach(message.From, message.To)) return false;
+        if (Drop is { } drop && drop(message)) return false;
         return _inboxes.TryGetValue(message.To, out var inbox) && inbox.Writer.TryWrite(message);
     }
 }
