@@ -932,16 +932,17 @@ HandleReadIndexQuorum(i) ==
 \* responses and undurable entries are lost.  Commit and applied restart at
 \* the snapshot (HardState.Commit is not modelled), the configuration is the
 \* snapshot's (the application re-applies later conf entries).
+RestoredVote(i) == IF Mutant = "VoteNotPersisted" THEN Nil ELSE hardState[i].vote
+
 Restart(i) ==
     \* a restart that would change nothing is a stutter: not taken
     /\ \/ role[i] # "Follower" \/ leader[i] # Nil \/ heard[i]
        \/ commitIndex[i] # snapshotIndex[i] \/ applied[i] # snapshotIndex[i]
        \/ config[i] # snapshotConfig[i] \/ outbox[i] # {}
        \/ stableIndex[i] < LastIndex(i)
-       \/ hardState[i] # [term |-> currentTerm[i], vote |-> votedFor[i]]
+       \/ currentTerm[i] # hardState[i].term \/ votedFor[i] # RestoredVote(i)
     /\ currentTerm' = [currentTerm EXCEPT ![i] = hardState[i].term]
-    /\ votedFor'    = [votedFor EXCEPT ![i] =
-                         IF Mutant = "VoteNotPersisted" THEN Nil ELSE hardState[i].vote]
+    /\ votedFor'    = [votedFor EXCEPT ![i] = RestoredVote(i)]
     /\ log'         = [log EXCEPT ![i] = SubSeq(@, 1, stableIndex[i] - snapshotIndex[i])]
     /\ outbox'      = [outbox EXCEPT ![i] = {}]
     /\ role'        = [role EXCEPT ![i] = "Follower"]
@@ -1015,8 +1016,9 @@ Spec == Init /\ [][Next]_vars
 Roles == {"Follower", "PreCandidate", "Candidate", "Leader"}
 ConfigType == [voters: SUBSET Server, outgoing: SUBSET Server, learners: SUBSET Server,
                learnersNext: SUBSET Server, autoLeave: BOOLEAN]
-EntryType == [term: Nat, type: {"normal", "conf"}, value: Value \cup {Nil},
-              cc: ConfChanges \cup {NoCC, LeaveJointCC}]
+\* (the cc field is checked by kind only: membership in a set of records is costly)
+EntryOK(e) == /\ e.term \in Nat /\ e.type \in {"normal", "conf"} /\ e.value \in Value \cup {Nil}
+              /\ e.cc.kind \in {"none", "simple", "joint", "leave"}
 MsgTypes == {"Vote", "PreVote", "VoteResp", "PreVoteResp", "App", "AppResp",
              "Heartbeat", "HeartbeatResp", "Snap", "TimeoutNow"}
 
@@ -1024,7 +1026,7 @@ MsgTypes == {"Vote", "PreVote", "VoteResp", "PreVoteResp", "App", "AppResp",
 TypeOK ==
     /\ currentTerm \in [Server -> Nat]
     /\ votedFor \in [Server -> Server \cup {Nil}]
-    /\ \A i \in Server : log[i] \in Seq(EntryType)
+    /\ \A i \in Server : \A k \in 1..Len(log[i]) : EntryOK(log[i][k])
     /\ snapshotIndex \in [Server -> Nat] /\ snapshotTerm \in [Server -> Nat]
     /\ snapshotConfig \in [Server -> ConfigType]
     /\ hardState \in [Server -> [term: Nat, vote: Server \cup {Nil}]]
