@@ -261,6 +261,23 @@ StepLine(e) ==
 (* Spec actions the implementation does not log, each allowed only where   *)
 (* the current line needs it (l unchanged).                                *)
 
+SendNames == {"SendAppendEntriesRequest", "SendAppendEntriesResponse",
+              "SendRequestVoteRequest", "SendRequestVoteResponse"}
+
+\* The copies of the message of receive line e that must be in flight now:
+\* the largest excess, over any stretch of the trace from l on, of its
+\* receives over its sends (a copy the network duplicated may arrive after
+\* the same message was sent again).
+RECURSIVE MaxExcess(_, _, _, _)
+MaxExcess(e, p, balance, best) ==
+    IF p > Len(Trace) THEN best
+    ELSE LET b == balance
+                  + (IF Trace[p].name = e.name /\ Trace[p].msg = e.msg THEN 1 ELSE 0)
+                  - (IF Trace[p].name \in SendNames /\ Trace[p].msg = e.msg THEN 1 ELSE 0)
+         IN MaxExcess(e, p + 1, b, IF b > best THEN b ELSE best)
+
+ReceivesBeforeResend(e) == MaxExcess(e, l, 0, 0)
+
 SilentStep(e) ==
     LET i == e.nid IN
     \* a message of a higher term: the term update comes before the handler
@@ -272,8 +289,7 @@ SilentStep(e) ==
     \/ /\ e.name \in ReceiveNames /\ ~IsSelfMsg(e)
        /\ \E m \in DOMAIN network :
              /\ m.to = i /\ MsgMatches(m, e.msg)
-             /\ network[m] < Cardinality({k \in l..Len(Trace) : Trace[k].name = e.name
-                                                                /\ Trace[k].msg = e.msg})
+             /\ network[m] < ReceivesBeforeResend(e)
              /\ DuplicateMessage(m)
     \* the application applies committed entries, as far as the line needs:
     \* up to a conf change to apply, up to the pending conf change before
