@@ -208,8 +208,12 @@ StepLine(e) ==
             \/ /\ ApplyConfChange(i)
                /\ ConfOk(config[i], e)
                /\ config'[i].voters = ToSet(e.prop.cc.newconf)
-            \* a snapshot restored by the Receive line switched the configuration already
-            \/ /\ UNCHANGED vars
+            \* a snapshot restored by the Receive line just before switched the
+            \* configuration already
+            \/ /\ \E k \in {l - 2, l - 1} \cap DOMAIN Trace :
+                     /\ Trace[k].nid = i /\ Trace[k].name = "ReceiveAppendEntriesRequest"
+                     /\ Trace[k].msg.type = "MsgSnap"
+               /\ UNCHANGED vars
                /\ config[i].voters = ToSet(e.prop.cc.newconf)
       [] e.name = "Commit" ->
             /\ \/ AdvanceCommitIndex(i)
