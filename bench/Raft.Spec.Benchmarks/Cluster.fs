@@ -4,13 +4,9 @@
 /// state reached once can be stepped again and again by the micro-benchmarks.
 module Raft.Spec.Benchmarks.Cluster
 
-open System.Collections.Generic
 open Raft.Spec
 
-type Cluster =
-    { Nodes: RawNode[]
-      Storages: MemoryStorage[]
-      Network: Queue<Message> }
+type Cluster = SyncCluster
 
 let private config (id: uint64) (storage: MemoryStorage) : Config =
     { Config.create id (MemoryStorage.asStorage storage) with
@@ -36,56 +32,21 @@ let create () : Cluster =
                match RawNode.create (config id storage) with
                | Ok rn -> rn
                | Error e -> failwith e |]
-    { Nodes = nodes; Storages = Array.create 3 storage; Network = Queue() }
-
-/// Drops pending log lines and traces, as a host does after handing them to its logger.
-let private drain (rn: RawNode) =
-    let rn, _, _ = RawNode.takeOutput rn
-    rn
+    SyncCluster.ofNodes nodes (Array.create 3 storage)
 
 /// Handles one Ready of node i: persist, send, Advance.
-let handleReady (c: Cluster) (i: int) =
-    let rn, rd = RawNode.ready c.Nodes[i]
-    let s = c.Storages[i]
-    let s = match rd.HardState with Some hs -> MemoryStorage.setHardState hs s | None -> s
-    let s =
-        match rd.Snapshot with
-        | Some snap when not (Snapshot.isEmpty snap) ->
-            match MemoryStorage.applySnapshot snap s with
-            | Ok s -> s
-            | Error e -> failwith (StorageError.message e)
-        | _ -> s
-    let s = MemoryStorage.append rd.Entries s
-    c.Storages[i] <- s
-    for m in rd.Messages do
-        c.Network.Enqueue m
-    c.Nodes[i] <- rn |> RawNode.withStorage (MemoryStorage.asStorage s) |> RawNode.advance |> drain
+let handleReady (c: Cluster) (i: int) = SyncCluster.handleReady c i
 
 /// Handles every Ready and delivers every message until nothing is left to do.
-let stabilize (c: Cluster) =
-    let mutable busy = true
-    while busy do
-        for i in 0 .. c.Nodes.Length - 1 do
-            if RawNode.hasReady c.Nodes[i] then handleReady c i
-        if c.Network.Count > 0 then
-            while c.Network.Count > 0 do
-                let m = c.Network.Dequeue()
-                let i = int m.To - 1
-                c.Nodes[i] <- RawNode.step m c.Nodes[i] |> fst |> drain
-        else busy <- c.Nodes |> Array.exists RawNode.hasReady
+let stabilize (c: Cluster) = SyncCluster.stabilize c
 
 /// A cluster whose node 1 leads, everything stable.
 let withLeader () : Cluster =
     let c = create ()
-    c.Nodes[0] <- RawNode.campaign c.Nodes[0] |> fst
-    stabilize c
-    if c.Nodes[0].Raft.State <> StateLeader then failwith "node 1 did not become leader"
+    SyncCluster.electFirst c
     c
 
 let committed (c: Cluster) = c.Nodes[0].Raft.RaftLog.Committed
 
 /// Proposes `batch` 16-byte entries at node 1 and stabilizes.
-let round (payload: byte[]) (batch: int) (c: Cluster) =
-    for _ in 1..batch do
-        c.Nodes[0] <- RawNode.propose payload c.Nodes[0] |> fst
-    stabilize c
+let round (payload: byte[]) (batch: int) (c: Cluster) = SyncCluster.round payload batch c

@@ -1287,6 +1287,69 @@ module Simulator =
               sprintf "faults injected: %s" faults
               sprintf "invariant checks: %d" s.Checks ]
 
+/// A cluster of RawNodes driven the way etcd's own benchmarks drive them: each node's Ready
+/// handled synchronously (hard state, snapshot and entries into its MemoryStorage, messages
+/// queued, Advance), messages delivered in order until the cluster is quiet. Used by
+/// CoreBench and the micro-benchmarks. Only the driver mutates (its arrays and queue); the
+/// nodes and storages stay values, so a state reached once can be stepped again and again.
+type SyncCluster =
+    { Nodes: RawNode[]
+      Storages: MemoryStorage[]
+      Network: Collections.Generic.Queue<Message> }
+
+module SyncCluster =
+    let ofNodes (nodes: RawNode[]) (storages: MemoryStorage[]) : SyncCluster =
+        { Nodes = nodes; Storages = storages; Network = Collections.Generic.Queue() }
+
+    /// Drops pending log lines and traces, as a host does after handing them to its logger.
+    let private settle (rn: RawNode) =
+        if RawNode.hasOutput rn then
+            let rn, _, _ = RawNode.takeOutput rn
+            rn
+        else rn
+
+    /// Handles one Ready of node i: persist, send, Advance.
+    let handleReady (c: SyncCluster) (i: int) =
+        let rn, rd = RawNode.ready c.Nodes[i]
+        let s = match rd.HardState with Some hs -> MemoryStorage.setHardState hs c.Storages[i] | None -> c.Storages[i]
+        let s =
+            match rd.Snapshot with
+            | Some snap when not (Snapshot.isEmpty snap) ->
+                match MemoryStorage.applySnapshot snap s with
+                | Ok s -> s
+                | Error e -> invalidOp (StorageError.message e)
+            | _ -> s
+        let s = MemoryStorage.append rd.Entries s
+        c.Storages[i] <- s
+        for m in rd.Messages do
+            c.Network.Enqueue m
+        c.Nodes[i] <- rn |> RawNode.withStorage (MemoryStorage.asStorage s) |> RawNode.advance |> settle
+
+    /// Handles every Ready and delivers every message until nothing is left to do.
+    let stabilize (c: SyncCluster) =
+        let mutable busy = true
+        while busy do
+            for i in 0 .. c.Nodes.Length - 1 do
+                if RawNode.hasReady c.Nodes[i] then handleReady c i
+            if c.Network.Count > 0 then
+                while c.Network.Count > 0 do
+                    let m = c.Network.Dequeue()
+                    let i = int m.To - 1
+                    c.Nodes[i] <- RawNode.step m c.Nodes[i] |> fst |> settle
+            else busy <- c.Nodes |> Array.exists RawNode.hasReady
+
+    /// Node 1 campaigns and the cluster settles with it as leader.
+    let electFirst (c: SyncCluster) =
+        c.Nodes[0] <- RawNode.campaign c.Nodes[0] |> fst
+        stabilize c
+        if c.Nodes[0].Raft.State <> StateLeader then invalidOp "node 1 did not become leader"
+
+    /// Proposes `count` copies of `payload` at node 1 and stabilizes.
+    let round (payload: byte[]) (count: int) (c: SyncCluster) =
+        for _ in 1..count do
+            c.Nodes[0] <- RawNode.propose payload c.Nodes[0] |> fst
+        stabilize c
+
 /// The core's throughput: a 3-node in-memory cluster committing proposals in batches.
 type CoreBenchResult =
     { Entries: int
@@ -1331,54 +1394,17 @@ module CoreBench =
             match Simulator.create options with
             | Ok sim -> sim
             | Error e -> invalidOp e
-        // The driver's own state, local to this run: the nodes stay values.
-        let nodes = sim.Nodes |> Array.map (fun n -> n.Raw)
-        let storages = sim.Nodes |> Array.map (fun n -> n.Storage)
-        let network = Collections.Generic.Queue<Message>()
-        let settle (rn: RawNode) =
-            if RawNode.hasOutput rn then
-                let rn, _, _ = RawNode.takeOutput rn
-                rn
-            else rn
-        let handleReady i =
-            let rn, rd = RawNode.ready nodes[i]
-            let s = match rd.HardState with Some hs -> MemoryStorage.setHardState hs storages[i] | None -> storages[i]
-            let s =
-                match rd.Snapshot with
-                | Some snap when not (Snapshot.isEmpty snap) ->
-                    match MemoryStorage.applySnapshot snap s with
-                    | Ok s -> s
-                    | Error e -> invalidOp (StorageError.message e)
-                | _ -> s
-            let s = MemoryStorage.append rd.Entries s
-            storages[i] <- s
-            for m in rd.Messages do
-                network.Enqueue m
-            nodes[i] <- rn |> RawNode.withStorage (MemoryStorage.asStorage s) |> RawNode.advance |> settle
-        let stabilize () =
-            let mutable busy = true
-            while busy do
-                for i in 0 .. nodes.Length - 1 do
-                    if RawNode.hasReady nodes[i] then handleReady i
-                if network.Count > 0 then
-                    while network.Count > 0 do
-                        let m = network.Dequeue()
-                        let i = int m.To - 1
-                        nodes[i] <- RawNode.step m nodes[i] |> fst |> settle
-                else busy <- nodes |> Array.exists RawNode.hasReady
-        nodes[0] <- RawNode.campaign nodes[0] |> fst
-        stabilize ()
-        if nodes[0].Raft.State <> StateLeader then invalidOp "node 1 did not become leader"
+        let c = SyncCluster.ofNodes (sim.Nodes |> Array.map (fun n -> n.Raw)) (sim.Nodes |> Array.map (fun n -> n.Storage))
+        let nodes = c.Nodes
+        SyncCluster.electFirst c
         let payload = Array.create 16 (byte 'x')
         let commit (entries: int) =
             let target = nodes[0].Raft.RaftLog.Committed + uint64 entries
             let mutable proposed = 0
             while nodes[0].Raft.RaftLog.Committed < target do
                 let n = min batch (entries - proposed)
-                for _ in 1..n do
-                    nodes[0] <- RawNode.propose payload nodes[0] |> fst
+                SyncCluster.round payload n c
                 proposed <- proposed + n
-                stabilize ()
         // Warm up on the same cluster for a second first: .NET compiles hot code in tiers
         // (quick code, then instrumented, then optimized with the profile), and a short
         // run measures mostly the early tiers (20k entries at batch 1 ran at 40% of the
