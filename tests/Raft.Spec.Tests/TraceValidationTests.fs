@@ -86,7 +86,9 @@ module TraceCorruption =
 /// tests/Raft.Spec.Tests/traces: a simulator trace (raftv simulate --nodes 3 --seed 1
 /// --steps 300 --faults drop,reorder,delay,partition --prevote false --checkquorum false)
 /// and its corruptions, which check-traces.sh validates with TLC.
-let private fixtureDir () = Path.Combine(__SOURCE_DIRECTORY__, "traces")
+/// Found from the repository root, not __SOURCE_DIRECTORY__: CI builds map source paths to /_/.
+let private fixtureDir () =
+    Path.Combine(DataDriven.repoRoot (), "tests", "Raft.Spec.Tests", "traces")
 
 open TraceCorruption
 
