@@ -6,6 +6,30 @@ namespace Raft.Kv.Server;
 /// <summary>One member of the cluster: its raft id, name and the URLs peers and clients use.</summary>
 public sealed record KvMember(ulong Id, string Name, string PeerUrl, string ClientUrl);
 
+/// <summary>
+/// PEM files for one TLS endpoint, as etcd's flags name them: --cert-file/--key-file/--trusted-ca-file/
+/// --client-cert-auth for clients, --peer-cert-file/--peer-key-file/--peer-trusted-ca-file/
+/// --peer-client-cert-auth for peers. <see cref="CertFile"/> and <see cref="KeyFile"/> are this member's
+/// certificate and key (served, and presented when it dials); <see cref="TrustedCaFile"/> is the authority
+/// whose certificates are trusted (null: the system's store); <see cref="ClientCertAuth"/> makes the
+/// server require a certificate from that authority of everyone who connects.
+/// </summary>
+public sealed record TlsFiles(string CertFile, string KeyFile, string? TrustedCaFile, bool ClientCertAuth)
+{
+    /// <summary>Throws with a message naming the etcd flag (<paramref name="flagPrefix"/> is "" or "peer-") of a missing or unset file.</summary>
+    public void Validate(string flagPrefix)
+    {
+        foreach (var (flag, path) in new[] { ("cert-file", CertFile), ("key-file", KeyFile), ("trusted-ca-file", TrustedCaFile) })
+        {
+            if (path is null) continue;
+            if (string.IsNullOrWhiteSpace(path)) throw new ArgumentException($"--{flagPrefix}{flag} is empty");
+            if (!File.Exists(path)) throw new ArgumentException($"--{flagPrefix}{flag} '{path}' does not exist");
+        }
+        if (ClientCertAuth && TrustedCaFile is null)
+            throw new ArgumentException($"--{flagPrefix}client-cert-auth needs --{flagPrefix}trusted-ca-file: client certificates are checked against it");
+    }
+}
+
 /// <summary>What one raftv member needs to run.</summary>
 public sealed record KvServerOptions
 {
@@ -32,6 +56,14 @@ public sealed record KvServerOptions
     /// </summary>
     public string? Name { get; init; }
     public PostgresKvStoreOptions Store { get; init; } = new();
+    /// <summary>
+    /// TLS between members (etcd's --peer-* flags); null is cleartext. Peers are dialled at https://
+    /// peer URLs with this member's certificate, and their certificates are checked against
+    /// <see cref="TlsFiles.TrustedCaFile"/>, which is therefore required.
+    /// </summary>
+    public TlsFiles? PeerTls { get; init; }
+    /// <summary>TLS for etcd clients (etcd's --cert-file, --key-file, --trusted-ca-file, --client-cert-auth); null is cleartext.</summary>
+    public TlsFiles? ClientTls { get; init; }
 
     public KvMember Self => Members.First(m => m.Id == NodeId);
 
@@ -46,6 +78,26 @@ public sealed record KvServerOptions
             if (!Uri.TryCreate(m.PeerUrl, UriKind.Absolute, out _)) throw new ArgumentException($"member {m.Id}: peer URL '{m.PeerUrl}' is not an absolute URL");
             if (!Uri.TryCreate(m.ClientUrl, UriKind.Absolute, out _)) throw new ArgumentException($"member {m.Id}: client URL '{m.ClientUrl}' is not an absolute URL");
         }
+        if (PeerTls is { } peerTls)
+        {
+            if (peerTls.TrustedCaFile is null)
+                throw new ArgumentException("--peer-trusted-ca-file is required with peer TLS: members check each other's certificates against it");
+            peerTls.Validate("peer-");
+        }
+        ClientTls?.Validate("");
+        foreach (var m in Members)
+        {
+            var peerScheme = new Uri(m.PeerUrl).Scheme;
+            if (PeerTls is null && peerScheme != Uri.UriSchemeHttp)
+                throw new ArgumentException($"member {m.Id}: peer URL '{m.PeerUrl}' is not http:// but no peer TLS files are given (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file)");
+            if (PeerTls is not null && peerScheme != Uri.UriSchemeHttps)
+                throw new ArgumentException($"member {m.Id}: peer URL '{m.PeerUrl}' must be https:// with peer TLS");
+        }
+        var clientScheme = new Uri(Self.ClientUrl).Scheme;
+        if (ClientTls is null && clientScheme != Uri.UriSchemeHttp)
+            throw new ArgumentException($"client URL '{Self.ClientUrl}' is not http:// but no client TLS files are given (--cert-file, --key-file)");
+        if (ClientTls is not null && clientScheme != Uri.UriSchemeHttps)
+            throw new ArgumentException($"client URL '{Self.ClientUrl}' must be https:// with client TLS");
         if (TickInterval <= TimeSpan.Zero) throw new ArgumentException("TickInterval must be positive");
         if (RequestTimeout <= TimeSpan.Zero) throw new ArgumentException("RequestTimeout must be positive");
         Compaction.Validate();
