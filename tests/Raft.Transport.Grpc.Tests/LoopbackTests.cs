@@ -139,6 +139,28 @@ public sealed class LoopbackTests(LoopbackFixture fixture) : IClassFixture<Loopb
     }
 
     [Fact]
+    public async Task A_write_after_the_deadline_is_deadline_exceeded_not_a_bare_cancellation()
+    {
+        await using var call = Client.StartClientStreaming(EchoMethods.ClientStream, new GrpcCallOptions(Timeout: TimeSpan.FromMilliseconds(100)));
+        await Task.Delay(400);
+        var e = await Assert.ThrowsAsync<GrpcCallException>(() => call.WriteAsync(new EchoRequest { Text = "late" }));
+        Assert.Equal(StatusCode.DeadlineExceeded, e.StatusCode);
+        // The call stays failed with the same status.
+        var again = await Assert.ThrowsAsync<GrpcCallException>(() => call.ReadResponseAsync());
+        Assert.Equal(StatusCode.DeadlineExceeded, again.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_write_whose_own_token_is_cancelled_is_cancelled()
+    {
+        await using var call = Client.StartDuplexStreaming(EchoMethods.Bidi);
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+        var e = await Assert.ThrowsAsync<GrpcCallException>(() => call.WriteAsync(new EchoRequest { Text = "x" }, cancelled.Token));
+        Assert.Equal(StatusCode.Cancelled, e.StatusCode);
+    }
+
+    [Fact]
     public async Task Server_ends_a_call_at_its_deadline_even_when_the_handler_ignores_it()
     {
         // A raw request: our client would give up at the deadline by itself, hiding the server's answer.

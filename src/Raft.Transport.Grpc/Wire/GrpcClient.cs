@@ -13,7 +13,10 @@ public sealed record GrpcClientOptions
     /// <summary>http://host:port for cleartext HTTP/2 (h2c), https://host:port for mutual TLS.</summary>
     public required Uri Address { get; init; }
 
-    /// <summary>Client certificate and the authority that signs servers' certificates; required for https.</summary>
+    /// <summary>
+    /// Client certificate, and the authority that signs servers' certificates (none: the system's
+    /// store); required for https.
+    /// </summary>
     public GrpcTlsFiles? Tls { get; init; }
 
     public int MaxReceiveMessageSize { get; init; } = 4 * 1024 * 1024;
@@ -83,7 +86,8 @@ public sealed class GrpcClient : IDisposable
                 ClientCertificates = new X509CertificateCollection { certificate },
                 RemoteCertificateValidationCallback = (_, serverCertificate, _, errors) =>
                 {
-                    // The name must match; the chain is checked against the cluster's authority only.
+                    if (authorities is null) return errors == SslPolicyErrors.None;
+                    // The name must match; the chain is checked against the given authority only.
                     if (serverCertificate is null || (errors & ~SslPolicyErrors.RemoteCertificateChainErrors) != 0) return false;
                     var server = serverCertificate as X509Certificate2 ?? new X509Certificate2(serverCertificate);
                     return GrpcTlsFiles.ChainsTo(server, authorities, out _);
@@ -202,9 +206,13 @@ public sealed class GrpcClientCall<TRequest, TResponse> : IAsyncDisposable
             throw Fail(new GrpcCallException(StatusCode.ResourceExhausted,
                 $"request message of {bytes.Length} bytes exceeds the limit of {_clientOptions.MaxSendMessageSize} bytes"));
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(_call.Token, cancellationToken);
-        await _writeLock.WaitAsync(linked.Token).ConfigureAwait(false);
+        var locked = false;
         try
         {
+            // Waiting for the lock is part of the write: an expired deadline or a cancellation
+            // here is the call's status too, never a bare OperationCanceledException.
+            await _writeLock.WaitAsync(linked.Token).ConfigureAwait(false);
+            locked = true;
             var stream = await RequestStreamAsync(linked.Token).ConfigureAwait(false);
             await stream.WriteAsync(GrpcFrame.Encode(bytes), linked.Token).ConfigureAwait(false);
             await stream.FlushAsync(linked.Token).ConfigureAwait(false);
@@ -215,7 +223,7 @@ public sealed class GrpcClientCall<TRequest, TResponse> : IAsyncDisposable
         }
         finally
         {
-            _writeLock.Release();
+            if (locked) _writeLock.Release();
         }
     }
 
