@@ -234,6 +234,13 @@ public sealed class KvServer : IAsyncDisposable
                 if (rd.SoftState is { } soft) Volatile.Write(ref _leader, soft.Lead);
                 if (rd.HardState is { } hard) Volatile.Write(ref _term, hard.Term);
                 var snapshot = rd.Snapshot is { } s && !SnapshotModule.isEmpty(s) ? s : null;
+                // A leader sends before it writes (etcd's raftNode does the same; Raft thesis
+                // 10.2.1): its own write overlaps the followers', and it counts itself towards a
+                // commit only after its write, when the MsgAppResp to itself is stepped on Advance.
+                // Its term and vote were written before it campaigned. Others send after writing:
+                // their votes and acknowledgements promise durable state.
+                var leaderSends = Volatile.Read(ref _leader) == _options.NodeId;
+                if (leaderSends) foreach (var m in rd.PeerMessages) _transport.Send(m);
                 await _raftStorage.SaveAsync(rd.HardState, [.. rd.Entries], snapshot, ct);
                 if (snapshot is not null)
                 {
@@ -243,7 +250,7 @@ public sealed class KvServer : IAsyncDisposable
                     await OnMembershipChangedAsync(ct);
                     SetApplied(snapshot.Metadata.Index);
                 }
-                foreach (var m in rd.PeerMessages) _transport.Send(m);
+                if (!leaderSends) foreach (var m in rd.PeerMessages) _transport.Send(m);
                 if (rd.CommittedEntries.Count > 0) await ApplyAsync(rd.CommittedEntries, ct);
                 foreach (var rs in rd.ReadStates)
                     if (_reads.TryRemove(ByteString.CopyFrom(rs.RequestCtx), out var read)) read.TrySetResult(rs.Index);
@@ -264,7 +271,7 @@ public sealed class KvServer : IAsyncDisposable
 
     private async Task ApplyAsync(IReadOnlyList<Entry> entries, CancellationToken ct)
     {
-        var results = await _store.ApplyAsync(entries, ct);
+        var results = await ApplyToStoreAsync(entries, ct);
         var membershipChanged = false;
         foreach (var entry in entries)
         {
@@ -281,6 +288,33 @@ public sealed class KvServer : IAsyncDisposable
                 waiter.TrySetResult(result);
         }
         SetApplied(entries[^1].Index);
+    }
+
+    /// <summary>
+    /// Applies committed entries to the store. Applies commit asynchronously
+    /// (<see cref="PostgresKvStoreOptions.AsynchronousApplyCommit"/>), so a PostgreSQL crash may
+    /// undo the last of them while this process runs on: those entries are still in the raft log
+    /// (a compaction follows a synchronous commit on the same server, which made them durable), and
+    /// are applied again from it before the new ones, with the same results.
+    /// </summary>
+    private async Task<IReadOnlyList<AppliedEntry>> ApplyToStoreAsync(IReadOnlyList<Entry> entries, CancellationToken ct)
+    {
+        try
+        {
+            return await _store.ApplyAsync(entries, ct);
+        }
+        catch (KvApplyGapException gap)
+        {
+            var lo = gap.AppliedIndex + 1;
+            var hi = entries[0].Index;
+            _logger.LogWarning("member {Id:x}: the store's applied index went back to {Applied} (a PostgreSQL crash undid asynchronous applies); applying entries {Lo}-{Hi} again from the raft log",
+                _options.NodeId, gap.AppliedIndex, lo, hi - 1);
+            var missing = _raftStorage.Entries(lo, hi, ulong.MaxValue);
+            if (missing.IsError)
+                throw new KvStoreException($"member {_options.NodeId:x}: entries {lo}-{hi - 1} to apply again are not in the raft log: {StorageErrorModule.message(missing.ErrorValue)}", gap);
+            await _store.ApplyAsync(missing.ResultValue, ct);
+            return await _store.ApplyAsync(entries, ct);
+        }
     }
 
     private void SetApplied(ulong index)

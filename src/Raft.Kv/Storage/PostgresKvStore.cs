@@ -23,7 +23,18 @@ public sealed record KvStoreState(long Revision, long CompactRevision, ulong App
 public sealed record AppliedEntry(ulong Index, ulong Term, KvCommand? Command, KvResult? Result, bool Duplicate);
 
 /// <summary>The store refused an operation that would corrupt it (a gap in applied entries, a bad snapshot...).</summary>
-public sealed class KvStoreException(string message, Exception? inner = null) : Exception(message, inner);
+public class KvStoreException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// Entries were offered past the store's applied index: applies committed asynchronously were
+/// undone by a PostgreSQL crash. The caller applies the entries after <see cref="AppliedIndex"/>
+/// again from the raft log, then the ones it offered.
+/// </summary>
+public sealed class KvApplyGapException(long groupId, ulong appliedIndex, ulong offered)
+    : KvStoreException($"key-value group {groupId}: entry {offered} does not follow the applied index {appliedIndex}")
+{
+    public ulong AppliedIndex { get; } = appliedIndex;
+}
 
 /// <summary>
 /// The key-value state machine of one raft group in PostgreSQL. Committed entries are applied in
@@ -39,13 +50,16 @@ public sealed class PostgresKvStore : IAsyncDisposable
     private const uint SnapshotFormat = 1;
 
     private readonly NpgsqlDataSource _dataSource;
+    /// <summary>Connections for apply transactions: <see cref="PostgresKvStoreOptions.AsynchronousApplyCommit"/>.</summary>
+    private readonly NpgsqlDataSource _applySource;
     private readonly PostgresKvStoreOptions _options;
     private readonly ILogger _logger;
     private readonly string _q;
 
-    private PostgresKvStore(NpgsqlDataSource dataSource, long groupId, PostgresKvStoreOptions options, ILogger logger)
+    private PostgresKvStore(NpgsqlDataSource dataSource, NpgsqlDataSource applySource, long groupId, PostgresKvStoreOptions options, ILogger logger)
     {
         _dataSource = dataSource;
+        _applySource = applySource;
         GroupId = groupId;
         _options = options;
         _logger = logger;
@@ -70,9 +84,13 @@ public sealed class PostgresKvStore : IAsyncDisposable
             throw new KvStoreException($"the PostgreSQL connection string is invalid: {e.Message}", e);
         }
         // An acknowledged write must survive a crash of the database server too.
-        csb.Options = (csb.Options is { Length: > 0 } o ? o + " " : "") + "-c synchronous_commit=on";
+        var baseOptions = csb.Options is { Length: > 0 } o ? o + " " : "";
+        csb.Options = baseOptions + "-c synchronous_commit=on";
         var dataSource = NpgsqlDataSource.Create(csb);
-        var store = new PostgresKvStore(dataSource, groupId, options, logger ?? NullLogger.Instance);
+        csb.Options = baseOptions + (options.AsynchronousApplyCommit ? "-c synchronous_commit=off" : "-c synchronous_commit=on");
+        csb.ApplicationName = (csb.ApplicationName is { Length: > 0 } app ? app + " " : "") + "apply";
+        var applySource = NpgsqlDataSource.Create(csb);
+        var store = new PostgresKvStore(dataSource, applySource, groupId, options, logger ?? NullLogger.Instance);
         try
         {
             await store.MigrateAsync(cancellationToken).ConfigureAwait(false);
@@ -80,7 +98,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
         }
         catch
         {
-            await dataSource.DisposeAsync().ConfigureAwait(false);
+            await store.DisposeAsync().ConfigureAwait(false);
             throw;
         }
     }
@@ -178,12 +196,20 @@ public sealed class PostgresKvStore : IAsyncDisposable
     public Task<IReadOnlyList<AppliedEntry>> ApplyAsync(IReadOnlyList<Entry> entries, CancellationToken cancellationToken = default) =>
         ApplyAsync(entries, beforeCommit: null, cancellationToken);
 
+    /// <summary>synchronous_commit as apply transactions run with it.</summary>
+    internal async Task<string> ApplyCommitSettingAsync(CancellationToken ct = default)
+    {
+        await using var conn = await _applySource.OpenConnectionAsync(ct).ConfigureAwait(false);
+        await using var cmd = new NpgsqlCommand("SHOW synchronous_commit", conn);
+        return (string)(await cmd.ExecuteScalarAsync(ct).ConfigureAwait(false))!;
+    }
+
     /// <summary><paramref name="beforeCommit"/> runs inside the transaction just before it commits; tests throw from it to simulate a crash.</summary>
     internal async Task<IReadOnlyList<AppliedEntry>> ApplyAsync(IReadOnlyList<Entry> entries,
         Func<CancellationToken, Task>? beforeCommit, CancellationToken ct)
     {
         if (entries.Count == 0) return [];
-        await using var conn = await _dataSource.OpenConnectionAsync(ct).ConfigureAwait(false);
+        await using var conn = await _applySource.OpenConnectionAsync(ct).ConfigureAwait(false);
         await using var tx = await conn.BeginTransactionAsync(IsolationLevel.ReadCommitted, ct).ConfigureAwait(false);
         // The row lock makes appliers of one group take turns, even from two processes.
         var state = await ReadStateAsync(conn, tx, forUpdate: true, ct).ConfigureAwait(false);
@@ -200,7 +226,10 @@ public sealed class PostgresKvStore : IAsyncDisposable
         {
             if (entry.Index <= appliedIndex) continue;
             if (entry.Index != appliedIndex + 1)
-                throw new KvStoreException($"key-value group {GroupId}: entry {entry.Index} does not follow the applied index {appliedIndex}");
+            {
+                if (fresh.Count == 0) throw new KvApplyGapException(GroupId, appliedIndex, entry.Index);
+                throw new KvStoreException($"key-value group {GroupId}: entry {entry.Index} does not follow entry {appliedIndex} in one batch");
+            }
             fresh.Add(Decode(entry));
             appliedIndex = entry.Index;
             appliedTerm = entry.Term;
@@ -751,5 +780,9 @@ public sealed class PostgresKvStore : IAsyncDisposable
         await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
     }
 
-    public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
+    public async ValueTask DisposeAsync()
+    {
+        await _applySource.DisposeAsync().ConfigureAwait(false);
+        await _dataSource.DisposeAsync().ConfigureAwait(false);
+    }
 }

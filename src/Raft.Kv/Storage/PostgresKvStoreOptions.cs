@@ -15,6 +15,17 @@ public sealed record PostgresKvStoreOptions
     /// <summary>etcd's --max-txn-ops. Must be the same on every member.</summary>
     public int MaxTxnOps { get; init; } = State.KvApplier.DefaultMaxTxnOps;
 
+    /// <summary>
+    /// Commit apply transactions without waiting for their WAL flush (synchronous_commit=off for
+    /// those transactions only). The raft log is the record of every committed entry, so an apply
+    /// that a PostgreSQL crash undoes is applied again from the log, with the same result: etcd
+    /// commits its backend in batches for the same reason. Sound only while the log is written to
+    /// the same PostgreSQL server: its next synchronous commit (the next save, the snapshot before
+    /// a compaction) flushes the WAL, and with it every apply before it, so the log never loses an
+    /// entry whose apply is not durable. <see cref="Server.KvServer"/> keeps both in one database.
+    /// </summary>
+    public bool AsynchronousApplyCommit { get; init; } = true;
+
     public void Validate()
     {
         if (string.IsNullOrWhiteSpace(Schema) || !Schema.All(c => char.IsAsciiLetterOrDigit(c) || c == '_') || char.IsAsciiDigit(Schema[0]))
