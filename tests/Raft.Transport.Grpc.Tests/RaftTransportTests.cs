@@ -6,6 +6,10 @@ using Microsoft.FSharp.Core;
 using Raft.Spec;
 using Raft.Transport.Grpc.Peers;
 using Raft.Transport.Grpc.Wire;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using SnapshotChunkPb = Raft.Transport.Grpc.Protos.SnapshotChunk;
+using LogLevel = Microsoft.Extensions.Logging.LogLevel;
 
 namespace Raft.Transport.Grpc.Tests;
 
@@ -14,12 +18,15 @@ public sealed class RecordingSink(params ulong[] members) : IRaftMessageSink
 {
     public ConcurrentQueue<(ulong From, Message Message)> Messages { get; } = new();
     public ConcurrentQueue<(ulong From, Message Message)> Snapshots { get; } = new();
+    /// <summary>How many messages each delivered batch held.</summary>
+    public ConcurrentQueue<int> Batches { get; } = new();
     public bool RefuseSnapshots { get; set; }
 
     public bool IsMember(ulong nodeId) => members.Contains(nodeId);
 
     public ValueTask DeliverAsync(ulong from, IReadOnlyList<Message> messages, CancellationToken cancellationToken)
     {
+        Batches.Enqueue(messages.Count);
         foreach (var m in messages) Messages.Enqueue((from, m));
         return ValueTask.CompletedTask;
     }
@@ -54,14 +61,24 @@ public sealed class RaftTransportTests
         public ConcurrentQueue<(ulong Peer, bool Ok)> SnapshotStatus { get; } = new();
     }
 
-    private static RaftTransport Transport(ulong nodeId, Reports reports, ulong cluster = Cluster, int queueCapacity = 4096) =>
+    private static RaftTransport Transport(ulong nodeId, Reports reports, ulong cluster = Cluster, int queueCapacity = 4096,
+        int maxBatchBytes = 4 << 20, ILogger? logger = null) =>
         new(new RaftTransportOptions
             {
-                ClusterId = cluster, NodeId = nodeId, QueueCapacity = queueCapacity,
+                ClusterId = cluster, NodeId = nodeId, QueueCapacity = queueCapacity, MaxBatchBytes = maxBatchBytes,
                 ReconnectDelayMin = TimeSpan.FromMilliseconds(20), ReconnectDelayMax = TimeSpan.FromMilliseconds(200),
                 SnapshotChunkBytes = 64 * 1024,
             },
-            reports.Unreachable.Enqueue, (peer, ok) => reports.SnapshotStatus.Enqueue((peer, ok)));
+            reports.Unreachable.Enqueue, (peer, ok) => reports.SnapshotStatus.Enqueue((peer, ok)), logger);
+
+    private static Message Snap(ulong from, ulong to, int bytes)
+    {
+        var data = new byte[bytes];
+        new Random(7).NextBytes(data);
+        var conf = new ConfState(ListModule.OfSeq(new[] { 1UL, 2UL }), FSharpList<ulong>.Empty, FSharpList<ulong>.Empty, FSharpList<ulong>.Empty, false);
+        return new Message(MessageType.MsgSnap, to, from, 3, 0, 0, [], 0, 0,
+            FSharpOption<Snapshot>.Some(new Snapshot(data, new SnapshotMetadata(conf, 500, 3))), false, 0, [], []);
+    }
 
     [Fact]
     public async Task Messages_arrive_in_order_in_batches()
@@ -155,10 +172,107 @@ public sealed class RaftTransportTests
         Assert.Equal((2UL, false), reports.SnapshotStatus.Last());
     }
 
+    [Fact]
+    public async Task A_snapshot_refused_at_its_first_chunk_ends_with_a_non_ok_status_that_says_why()
+    {
+        var sink = new RecordingSink(1, 2);
+        var (server, service) = await StartNodeAsync(2, sink);
+        await using var _ = server;
+        using var client = new GrpcClient(new GrpcClientOptions { Address = server.Address });
+        // On the wire: the first chunk names another cluster; the answer is a refusal, not OK.
+        await using (var call = client.StartClientStreaming(RaftPeerMethods.SendSnapshot))
+        {
+            var header = RaftWireMapping.ToWire(Snap(1, 2, 10));
+            await call.WriteAsync(new SnapshotChunkPb { ClusterId = 0xBAD, SenderId = 1, Message = header, TotalSize = 10, Data = ByteString.CopyFrom(new byte[10]) });
+            await call.CompleteRequestAsync();
+            var e = await Assert.ThrowsAsync<GrpcCallException>(() => call.ReadResponseAsync());
+            Assert.Equal(StatusCode.FailedPrecondition, e.StatusCode);
+            Assert.Contains("cluster bad is not this node's cluster c1", e.StatusMessage);
+        }
+        Assert.Equal(1, service.RefusedForeignCluster);
+
+        // Through the transport: a non-member's snapshot of many chunks, refused at the first one,
+        // is reported to raft as failed, and the reason is logged.
+        var reports = new Reports();
+        var log = new ListLogger();
+        await using var stranger = Transport(7, reports, logger: log);
+        stranger.AddPeer(2, new GrpcClientOptions { Address = server.Address });
+        Assert.True(stranger.Send(Snap(7, 2, 1_000_000)));
+        await Eventually.TrueAsync(() => reports.SnapshotStatus.Count == 1, "the refused snapshot was reported");
+        Assert.Equal((2UL, false), reports.SnapshotStatus.Single());
+        Assert.Equal((0L, 1L), (stranger.SnapshotsSent, stranger.SnapshotsFailed));
+        Assert.True(log.Lines.Any(l => l.Contains("PermissionDenied") && l.Contains("node 7 is not a member of cluster c1")), string.Join("\n", log.Lines));
+        Assert.Equal(1, service.RefusedNonMember);
+        Assert.Empty(sink.Snapshots);
+    }
+
+    [Fact]
+    public async Task Peers_follow_the_configuration_added_moved_and_removed_at_runtime()
+    {
+        var sinkA = new RecordingSink(1, 2);
+        var sinkB = new RecordingSink(1, 2);
+        var (serverA, _) = await StartNodeAsync(2, sinkA);
+        var (serverB, _) = await StartNodeAsync(2, sinkB);
+        await using var a = serverA;
+        await using var b = serverB;
+        var reports = new Reports();
+        await using var transport = Transport(1, reports);
+
+        transport.SetPeers(new Dictionary<ulong, GrpcClientOptions> { [1] = new() { Address = serverB.Address }, [2] = new() { Address = serverA.Address } });
+        Assert.Equal([2UL], transport.Peers); // itself is skipped
+        Assert.True(transport.Send(App(1, 2, 1)));
+        await Eventually.TrueAsync(() => sinkA.Messages.Count == 1, "the message reached node 2 at its first address");
+
+        // Node 2 moved: the transport redials it at its new address.
+        transport.SetPeers(new Dictionary<ulong, GrpcClientOptions> { [2] = new() { Address = serverB.Address } });
+        Assert.True(transport.Send(App(1, 2, 2)));
+        await Eventually.TrueAsync(() => sinkB.Messages.Count == 1, "the message reached node 2 at its new address");
+        Assert.Single(sinkA.Messages);
+
+        // Removed: messages to it are dropped and it is reported unreachable.
+        transport.SetPeers(new Dictionary<ulong, GrpcClientOptions>());
+        Assert.Empty(transport.Peers);
+        Assert.False(transport.Send(App(1, 2, 3)));
+        Assert.Contains(2UL, reports.Unreachable);
+        Assert.Equal(1, transport.DroppedMessages);
+    }
+
+    [Fact]
+    public async Task Batches_stay_under_the_byte_limit()
+    {
+        var sink = new RecordingSink(1, 2);
+        var (server, _) = await StartNodeAsync(2, sink);
+        await using var _ = server;
+        var reports = new Reports();
+        await using var transport = Transport(1, reports, maxBatchBytes: 64 * 1024);
+        transport.AddPeer(2, new GrpcClientOptions { Address = server.Address });
+        // 200 messages of 10 KiB: 2 MiB in all, over the server's 1 MiB message limit had they gone in one batch.
+        for (ulong i = 0; i < 200; i++)
+            Assert.True(transport.Send(new Message(MessageType.MsgApp, 2, 1, 1, 1, i, [EntryModule.create(1UL, i + 1, new byte[10 * 1024])], i, 0,
+                FSharpOption<Snapshot>.None, false, 0, [], [])));
+        await Eventually.TrueAsync(() => sink.Messages.Count == 200, "200 messages arrived");
+        Assert.All(sink.Batches, n => Assert.True(n <= 7, $"a batch of {n} messages of 10 KiB exceeds 64 KiB by more than one message"));
+        Assert.Empty(reports.Unreachable);
+    }
+
     private static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
+}
+
+/// <summary>Collects formatted log lines.</summary>
+public sealed class ListLogger : ILogger
+{
+    private readonly ConcurrentQueue<string> _lines = new();
+
+    public IReadOnlyCollection<string> Lines => [.. _lines];
+
+    public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+    public bool IsEnabled(LogLevel logLevel) => true;
+
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+        _lines.Enqueue($"{logLevel}: {formatter(state, exception)}");
 }

@@ -8,8 +8,8 @@ namespace Raft.Transport.Grpc.Peers;
 
 /// <summary>
 /// The receiving side of the Raft transport: serves RaftPeer, refusing (and counting) batches
-/// from another cluster, from non-members and messages not addressed to this node, and hands
-/// the rest to the <see cref="IRaftMessageSink"/>.
+/// and snapshots from another cluster, from non-members and messages not addressed to this
+/// node, and hands the rest to the <see cref="IRaftMessageSink"/>.
 /// </summary>
 public sealed class RaftPeerService(ulong clusterId, ulong nodeId, IRaftMessageSink sink, long maxSnapshotBytes = 8L << 30,
     ILogger? logger = null)
@@ -38,9 +38,9 @@ public sealed class RaftPeerService(ulong clusterId, ulong nodeId, IRaftMessageS
     {
         await foreach (var batch in batches.ConfigureAwait(false))
         {
-            if (Refusal(batch.ClusterId, batch.SenderId, batch.Messages) is { } reason)
+            if (Refusal(batch.ClusterId, batch.SenderId, batch.Messages) is { } refusal)
             {
-                await acks.WriteAsync(new Pb.Ack { RefusedReason = reason }, context.CancellationToken).ConfigureAwait(false);
+                await acks.WriteAsync(new Pb.Ack { RefusedReason = refusal.Reason }, context.CancellationToken).ConfigureAwait(false);
                 continue;
             }
             var messages = new List<Spec.Message>(batch.Messages.Count);
@@ -60,29 +60,39 @@ public sealed class RaftPeerService(ulong clusterId, ulong nodeId, IRaftMessageS
         }
     }
 
+    /// <summary>
+    /// Receives a snapshot in chunks and hands it to the sink once whole. A refusal (another
+    /// cluster, a non-member, chunks out of place, too large, the node would not take it) ends
+    /// the call with a non-OK status whose message says why, so the sender reports the snapshot
+    /// failed (ReportSnapshot) with the reason; only a snapshot taken ends with OK.
+    /// </summary>
     private async Task<Pb.SnapshotResult> ReceiveSnapshotAsync(IAsyncEnumerable<Pb.SnapshotChunk> chunks, GrpcServerCallContext context)
     {
         Pb.SnapshotChunk? first = null;
         byte[]? data = null;
         ulong received = 0;
+        var limit = (ulong)Math.Min(maxSnapshotBytes, Array.MaxLength);
         await foreach (var chunk in chunks.ConfigureAwait(false))
         {
             if (first is null)
             {
                 first = chunk;
-                if (chunk.Message is null) return Refused("the first snapshot chunk carries no MsgSnap message");
-                if (Refusal(chunk.ClusterId, chunk.SenderId, [chunk.Message]) is { } reason) return Refused(reason);
-                if (chunk.TotalSize > (ulong)Math.Min(maxSnapshotBytes, Array.MaxLength))
-                    return Refused($"snapshot of {chunk.TotalSize} bytes exceeds the limit of {Math.Min(maxSnapshotBytes, Array.MaxLength)} bytes");
+                if (chunk.Message is null) throw Refused(StatusCode.InvalidArgument, "the first snapshot chunk carries no MsgSnap message");
+                if (Refusal(chunk.ClusterId, chunk.SenderId, [chunk.Message]) is { } refusal) throw Refused(refusal.Code, refusal.Reason);
+                if (chunk.Message.Type != Pb.MessageType.MsgSnap)
+                    throw Refused(StatusCode.InvalidArgument, $"the first snapshot chunk carries {chunk.Message.Type}, not MsgSnap");
+                if (chunk.TotalSize > limit)
+                    throw Refused(StatusCode.ResourceExhausted, $"snapshot of {chunk.TotalSize} bytes exceeds the limit of {limit} bytes");
                 data = new byte[chunk.TotalSize];
             }
             if (chunk.Offset != received || received + (ulong)chunk.Data.Length > (ulong)data!.Length)
-                return Refused($"snapshot chunk at offset {chunk.Offset} with {chunk.Data.Length} bytes does not follow byte {received} of {data!.Length}");
+                throw Refused(StatusCode.InvalidArgument,
+                    $"snapshot chunk at offset {chunk.Offset} with {chunk.Data.Length} bytes does not follow byte {received} of {data!.Length}");
             chunk.Data.Span.CopyTo(data.AsSpan((int)received));
             received += (ulong)chunk.Data.Length;
         }
-        if (first is null) return Refused("no snapshot chunk received");
-        if (received != (ulong)data!.Length) return Refused($"snapshot ended after {received} of {data.Length} bytes");
+        if (first is null) throw Refused(StatusCode.InvalidArgument, "no snapshot chunk received");
+        if (received != (ulong)data!.Length) throw Refused(StatusCode.InvalidArgument, $"snapshot ended after {received} of {data.Length} bytes");
 
         Spec.Message message;
         try
@@ -95,7 +105,7 @@ public sealed class RaftPeerService(ulong clusterId, ulong nodeId, IRaftMessageS
         catch (RaftWireFormatException e)
         {
             Interlocked.Increment(ref _refusedMalformed);
-            return Refused($"malformed MsgSnap: {e.Message}");
+            throw Refused(StatusCode.InvalidArgument, $"malformed MsgSnap: {e.Message}");
         }
         try
         {
@@ -104,34 +114,34 @@ public sealed class RaftPeerService(ulong clusterId, ulong nodeId, IRaftMessageS
         catch (Exception e) when (e is not OperationCanceledException)
         {
             _logger.LogWarning(e, "Snapshot from node {Sender} was not taken", first.SenderId);
-            return Refused($"the receiving node did not take the snapshot: {e.Message}");
+            throw Refused(StatusCode.Unavailable, $"node {nodeId} did not take the snapshot: {e.Message}");
         }
         Interlocked.Increment(ref _accepted);
         return new Pb.SnapshotResult { Accepted = true };
     }
 
-    /// <summary>Why a batch must be refused, or null; refusals are counted and logged.</summary>
-    private string? Refusal(ulong batchCluster, ulong sender, IEnumerable<Pb.Message> messages)
+    /// <summary>Why a batch must be refused (and the status a refused call ends with), or null; refusals are counted and logged.</summary>
+    private (StatusCode Code, string Reason)? Refusal(ulong batchCluster, ulong sender, IEnumerable<Pb.Message> messages)
     {
-        string? reason = null;
+        (StatusCode, string)? refusal = null;
         if (batchCluster != clusterId)
         {
             Interlocked.Increment(ref _refusedForeignCluster);
-            reason = $"cluster {batchCluster:x} is not this node's cluster {clusterId:x}";
+            refusal = (StatusCode.FailedPrecondition, $"cluster {batchCluster:x} is not this node's cluster {clusterId:x}");
         }
         else if (!sink.IsMember(sender))
         {
             Interlocked.Increment(ref _refusedNonMember);
-            reason = $"node {sender} is not a member of cluster {clusterId:x}";
+            refusal = (StatusCode.PermissionDenied, $"node {sender} is not a member of cluster {clusterId:x}");
         }
         else if (messages.FirstOrDefault(m => m.To != nodeId || m.From != sender) is { } stray)
         {
             Interlocked.Increment(ref _refusedMalformed);
-            reason = $"message from {stray.From} to {stray.To} in a batch from node {sender} to node {nodeId}";
+            refusal = (StatusCode.InvalidArgument, $"message from {stray.From} to {stray.To} in a batch from node {sender} to node {nodeId}");
         }
-        if (reason is not null) _logger.LogWarning("Refused messages from node {Sender}: {Reason}", sender, reason);
-        return reason;
+        if (refusal is { } r) _logger.LogWarning("Refused messages from node {Sender}: {Reason}", sender, r.Item2);
+        return refusal;
     }
 
-    private static Pb.SnapshotResult Refused(string reason) => new() { Accepted = false, Error = reason };
+    private static GrpcCallException Refused(StatusCode code, string reason) => new(code, reason);
 }

@@ -21,6 +21,12 @@ public sealed record RaftTransportOptions
     /// <summary>Most messages sent in one batch.</summary>
     public int MaxBatchMessages { get; init; } = 256;
 
+    /// <summary>
+    /// A batch takes no more messages once it holds this many bytes (a single larger message
+    /// still goes alone), so that a batch stays well under the receiver's message limit.
+    /// </summary>
+    public int MaxBatchBytes { get; init; } = 4 * 1024 * 1024;
+
     public TimeSpan ReconnectDelayMin { get; init; } = TimeSpan.FromMilliseconds(50);
     public TimeSpan ReconnectDelayMax { get; init; } = TimeSpan.FromSeconds(5);
     public int SnapshotChunkBytes { get; init; } = 1024 * 1024;
@@ -30,6 +36,7 @@ public sealed record RaftTransportOptions
         if (NodeId == 0) throw new ArgumentException("NodeId must not be 0 (0 means no node in Raft)");
         if (QueueCapacity <= 0) throw new ArgumentException($"QueueCapacity must be positive, not {QueueCapacity}");
         if (MaxBatchMessages <= 0) throw new ArgumentException($"MaxBatchMessages must be positive, not {MaxBatchMessages}");
+        if (MaxBatchBytes <= 0) throw new ArgumentException($"MaxBatchBytes must be positive, not {MaxBatchBytes}");
         if (ReconnectDelayMin <= TimeSpan.Zero || ReconnectDelayMax < ReconnectDelayMin)
             throw new ArgumentException($"reconnect delays must satisfy 0 < min ({ReconnectDelayMin}) <= max ({ReconnectDelayMax})");
         if (SnapshotChunkBytes <= 0) throw new ArgumentException($"SnapshotChunkBytes must be positive, not {SnapshotChunkBytes}");
@@ -41,6 +48,7 @@ public sealed record RaftTransportOptions
 /// RaftPeer.Stream call that sends messages in batches and reconnects with backoff. Sending
 /// never blocks Raft: a full queue drops the message and reports the peer unreachable (Raft
 /// retransmits). Snapshots go on their own calls, in chunks, and report success or failure.
+/// Peers come and go at runtime (<see cref="SetPeers"/>), as the configuration changes.
 /// </summary>
 public sealed class RaftTransport : IAsyncDisposable
 {
@@ -50,7 +58,12 @@ public sealed class RaftTransport : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<ulong, Peer> _peers = new();
     private readonly CancellationTokenSource _stopping = new();
+    private readonly object _membership = new();
+    // Peers removed or moved, still finishing their calls; awaited on dispose.
+    private readonly ConcurrentDictionary<Task, byte> _retiring = new();
     private long _dropped;
+    private long _snapshotsSent;
+    private long _snapshotsFailed;
 
     /// <param name="onUnreachable">A peer's message was dropped or its stream failed (etcd's ReportUnreachable).</param>
     /// <param name="onSnapshotStatus">A snapshot to a peer was taken (true) or not (false) (etcd's ReportSnapshot).</param>
@@ -67,20 +80,68 @@ public sealed class RaftTransport : IAsyncDisposable
     /// <summary>Messages dropped because a queue was full or the peer unknown.</summary>
     public long DroppedMessages => Interlocked.Read(ref _dropped);
 
+    /// <summary>Snapshots the peer took, and snapshots that failed (refused, cut off, unreachable peer).</summary>
+    public long SnapshotsSent => Interlocked.Read(ref _snapshotsSent);
+    public long SnapshotsFailed => Interlocked.Read(ref _snapshotsFailed);
+
+    /// <summary>The peers messages can be sent to now.</summary>
+    public IReadOnlyCollection<ulong> Peers => [.. _peers.Keys];
+
     public void AddPeer(ulong peerId, GrpcClientOptions address)
     {
-        var peer = new Peer(this, peerId, new GrpcClient(address));
-        if (!_peers.TryAdd(peerId, peer))
+        lock (_membership)
         {
-            peer.Client.Dispose();
-            throw new ArgumentException($"peer {peerId} is already added", nameof(peerId));
+            ObjectDisposedException.ThrowIf(_stopping.IsCancellationRequested, this);
+            if (peerId == _options.NodeId) throw new ArgumentException($"peer {peerId} is this node", nameof(peerId));
+            var peer = new Peer(this, peerId, new GrpcClient(address));
+            if (!_peers.TryAdd(peerId, peer))
+            {
+                peer.Client.Dispose();
+                throw new ArgumentException($"peer {peerId} is already added", nameof(peerId));
+            }
+            peer.Start();
         }
-        peer.Start();
     }
 
     public async Task RemovePeerAsync(ulong peerId)
     {
-        if (_peers.TryRemove(peerId, out var peer)) await peer.DisposeAsync().ConfigureAwait(false);
+        Peer? peer;
+        lock (_membership)
+            if (!_peers.TryRemove(peerId, out peer)) return;
+        await peer.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Makes the peers exactly <paramref name="peers"/> (this node, if listed, is skipped): new
+    /// ones are dialled, those whose address changed are redialled, and those no longer listed are
+    /// dropped with whatever they still had queued (Raft retransmits to members). Never blocks:
+    /// dropped peers finish their calls in the background.
+    /// </summary>
+    public void SetPeers(IReadOnlyDictionary<ulong, GrpcClientOptions> peers)
+    {
+        ArgumentNullException.ThrowIfNull(peers);
+        foreach (var address in peers.Values) address.Validate();
+        lock (_membership)
+        {
+            if (_stopping.IsCancellationRequested) return;
+            foreach (var (id, peer) in _peers)
+            {
+                if (peers.TryGetValue(id, out var address) && address == peer.Client.Options) continue;
+                if (!_peers.TryRemove(id, out var gone)) continue;
+                _logger.LogInformation("Peer {Peer} at {Address} dropped", id, gone.Client.Options.Address);
+                var retired = Task.Run(async () => await gone.DisposeAsync().ConfigureAwait(false));
+                _retiring.TryAdd(retired, 0);
+                retired.ContinueWith(t => _retiring.TryRemove(t, out _), TaskScheduler.Default);
+            }
+            foreach (var (id, address) in peers)
+            {
+                if (id == _options.NodeId || _peers.ContainsKey(id)) continue;
+                var peer = new Peer(this, id, new GrpcClient(address));
+                _peers[id] = peer;
+                peer.Start();
+                _logger.LogInformation("Peer {Peer} at {Address} added", id, address.Address);
+            }
+        }
     }
 
     /// <summary>
@@ -108,10 +169,14 @@ public sealed class RaftTransport : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await _stopping.CancelAsync().ConfigureAwait(false);
+        lock (_membership)
+        {
+            if (_stopping.IsCancellationRequested) return;
+            _stopping.Cancel();
+        }
         foreach (var peer in _peers.Values) await peer.DisposeAsync().ConfigureAwait(false);
         _peers.Clear();
-        _stopping.Dispose();
+        await Task.WhenAll(_retiring.Keys).ConfigureAwait(false);
     }
 
     private sealed class Peer(RaftTransport transport, ulong id, GrpcClient client) : IAsyncDisposable
@@ -146,8 +211,13 @@ public sealed class RaftTransport : IAsyncDisposable
                     while (true)
                     {
                         var batch = new Pb.MessageBatch { ClusterId = options.ClusterId, SenderId = options.NodeId };
-                        while (batch.Messages.Count < options.MaxBatchMessages && Queue.Reader.TryRead(out var message))
-                            batch.Messages.Add(RaftWireMapping.ToWire(message));
+                        var bytes = 0;
+                        while (batch.Messages.Count < options.MaxBatchMessages && bytes < options.MaxBatchBytes && Queue.Reader.TryRead(out var message))
+                        {
+                            var wire = RaftWireMapping.ToWire(message);
+                            batch.Messages.Add(wire);
+                            bytes += wire.CalculateSize();
+                        }
                         if (batch.Messages.Count > 0)
                         {
                             await call.WriteAsync(batch, token).ConfigureAwait(false);
@@ -202,19 +272,23 @@ public sealed class RaftTransport : IAsyncDisposable
                 var ok = false;
                 try
                 {
-                    ok = await SendSnapshotAsync(message, _stop.Token).ConfigureAwait(false);
+                    await SendSnapshotAsync(message, _stop.Token).ConfigureAwait(false);
+                    ok = true;
                 }
                 catch (Exception e) when (e is GrpcCallException or OperationCanceledException)
                 {
-                    transport._logger.LogWarning("Snapshot to peer {Peer} failed: {Error}", id, e.Message);
+                    transport._logger.LogWarning("Snapshot at index {Index} to peer {Peer} failed: {Error}",
+                        message.Snapshot?.Value.Metadata.Index, id, e.Message);
                 }
+                Interlocked.Increment(ref ok ? ref transport._snapshotsSent : ref transport._snapshotsFailed);
                 transport._onSnapshotStatus(id, ok);
             });
             _snapshots.TryAdd(task, 0);
             task.ContinueWith(t => _snapshots.TryRemove(t, out _), TaskScheduler.Default);
         }
 
-        private async Task<bool> SendSnapshotAsync(Message message, CancellationToken token)
+        /// <summary>Sends a snapshot in chunks; returns once the peer took it, throws <see cref="GrpcCallException"/> with its reason otherwise.</summary>
+        private async Task SendSnapshotAsync(Message message, CancellationToken token)
         {
             var options = transport._options;
             var snapshot = message.Snapshot?.Value ?? throw new ArgumentException("MsgSnap without a snapshot");
@@ -223,29 +297,37 @@ public sealed class RaftTransport : IAsyncDisposable
             var header = RaftWireMapping.ToWire(message);
             header.Snapshot.Data = ByteString.Empty;
             await using var call = Client.StartClientStreaming(RaftPeerMethods.SendSnapshot, new GrpcCallOptions(CancellationToken: token));
-            var offset = 0;
-            do
+            try
             {
-                var length = Math.Min(options.SnapshotChunkBytes, data.Length - offset);
-                var chunk = new Pb.SnapshotChunk
+                var offset = 0;
+                do
                 {
-                    ClusterId = options.ClusterId,
-                    SenderId = options.NodeId,
-                    Offset = (ulong)offset,
-                    Data = UnsafeByteOperations.UnsafeWrap(data.AsMemory(offset, length)),
-                };
-                if (offset == 0)
-                {
-                    chunk.Message = header;
-                    chunk.TotalSize = (ulong)data.Length;
-                }
-                await call.WriteAsync(chunk, token).ConfigureAwait(false);
-                offset += length;
-            } while (offset < data.Length);
-            await call.CompleteRequestAsync().ConfigureAwait(false);
+                    var length = Math.Min(options.SnapshotChunkBytes, data.Length - offset);
+                    var chunk = new Pb.SnapshotChunk
+                    {
+                        ClusterId = options.ClusterId,
+                        SenderId = options.NodeId,
+                        Offset = (ulong)offset,
+                        Data = UnsafeByteOperations.UnsafeWrap(data.AsMemory(offset, length)),
+                    };
+                    if (offset == 0)
+                    {
+                        chunk.Message = header;
+                        chunk.TotalSize = (ulong)data.Length;
+                    }
+                    await call.WriteAsync(chunk, token).ConfigureAwait(false);
+                    offset += length;
+                } while (offset < data.Length);
+                await call.CompleteRequestAsync().ConfigureAwait(false);
+            }
+            catch (GrpcCallException) when (!token.IsCancellationRequested)
+            {
+                // A refusing peer ends the call at its first chunk; its status, read below, says
+                // why (the failed write only says the call ended).
+            }
             var result = await call.ReadResponseAsync(token).ConfigureAwait(false);
-            if (!result.Accepted) transport._logger.LogWarning("Peer {Peer} refused a snapshot: {Reason}", id, result.Error);
-            return result.Accepted;
+            if (!result.Accepted)
+                throw new GrpcCallException(StatusCode.Unknown, $"peer {id} answered the snapshot without taking it: {result.Error}");
         }
 
         public async ValueTask DisposeAsync()

@@ -155,6 +155,8 @@ public sealed class GrpcClient : IDisposable
 /// </summary>
 public sealed class GrpcClientCall<TRequest, TResponse> : IAsyncDisposable
 {
+    private static readonly TimeSpan StatusAfterWriteFailureWait = TimeSpan.FromMilliseconds(500);
+
     private readonly GrpcClientOptions _clientOptions;
     private readonly GrpcMethod<TRequest, TResponse> _method;
     private readonly TimeSpan? _timeout;
@@ -219,7 +221,7 @@ public sealed class GrpcClientCall<TRequest, TResponse> : IAsyncDisposable
         }
         catch (Exception e) when (e is not GrpcCallException)
         {
-            throw await WriteFailureAsync(e).ConfigureAwait(false);
+            throw await WriteFailureAsync(e, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -249,9 +251,12 @@ public sealed class GrpcClientCall<TRequest, TResponse> : IAsyncDisposable
         throw new InvalidOperationException("the server answered before it read the request");
     }
 
-    private async Task<GrpcCallException> WriteFailureAsync(Exception writeError)
+    private async Task<GrpcCallException> WriteFailureAsync(Exception writeError, CancellationToken writeToken)
     {
-        // A write usually fails because the call ended; its status says why.
+        // A write usually fails because the call ended; its status says why. The server's
+        // reset of the request stream may be seen a moment before its status: wait briefly.
+        if (!writeToken.IsCancellationRequested && !_response.IsCompleted && !_call.IsCancellationRequested)
+            await Task.WhenAny(_response, Task.Delay(StatusAfterWriteFailureWait)).ConfigureAwait(false);
         if (_response.IsCompletedSuccessfully && !_call.IsCancellationRequested)
         {
             var headers = await _response.ConfigureAwait(false);

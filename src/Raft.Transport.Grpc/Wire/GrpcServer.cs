@@ -1,4 +1,6 @@
 using System.Net;
+using System.Net.Security;
+using System.Runtime.CompilerServices;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -22,7 +24,10 @@ public sealed record GrpcServerOptions
     /// <summary>Address to listen on; port 0 picks a free port (see <see cref="GrpcServer.Address"/>).</summary>
     public IPEndPoint Endpoint { get; init; } = new(IPAddress.Loopback, 0);
 
-    /// <summary>Mutual TLS; null serves cleartext HTTP/2 (h2c), for tests and trusted networks only.</summary>
+    /// <summary>
+    /// TLS (mutual when <see cref="GrpcTlsFiles.RequireClientCertificate"/>); null serves cleartext
+    /// HTTP/2 (h2c), for tests and trusted networks only.
+    /// </summary>
     public GrpcTlsFiles? Tls { get; init; }
 
     public int MaxReceiveMessageSize { get; init; } = 4 * 1024 * 1024;
@@ -49,6 +54,8 @@ public sealed record GrpcServerOptions
         if (MaxSendMessageSize <= 0) throw new ArgumentException($"MaxSendMessageSize must be positive, not {MaxSendMessageSize}");
         if (ShutdownTimeout < TimeSpan.Zero) throw new ArgumentException($"ShutdownTimeout must not be negative, not {ShutdownTimeout}");
         Tls?.Validate();
+        if (Tls is { RequireClientCertificate: true, AuthorityPemPath: null })
+            throw new ArgumentException("a TLS server that requires client certificates needs the authority file they are checked against");
     }
 }
 
@@ -66,15 +73,20 @@ public sealed class GrpcServer : IAsyncDisposable
     private readonly GrpcServiceRegistry _services;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stopping = new();
+    private readonly StrongBox<long> _refusedHandshakes;
     private int _disposed;
 
-    private GrpcServer(WebApplication app, GrpcServerOptions options, GrpcServiceRegistry services, ILogger logger)
+    private GrpcServer(WebApplication app, GrpcServerOptions options, GrpcServiceRegistry services, ILogger logger, StrongBox<long> refusedHandshakes)
     {
         _app = app;
         _options = options;
         _services = services;
         _logger = logger;
+        _refusedHandshakes = refusedHandshakes;
     }
+
+    /// <summary>TLS connections refused because the client presented no certificate or one the authority did not sign.</summary>
+    public long RefusedHandshakes => Interlocked.Read(ref _refusedHandshakes.Value);
 
     /// <summary>The address clients connect to, e.g. http://127.0.0.1:5001 (the real port when 0 was asked).</summary>
     public Uri Address { get; private set; } = null!;
@@ -92,8 +104,9 @@ public sealed class GrpcServer : IAsyncDisposable
         if (options.Tls is { } tls)
         {
             certificate = tls.LoadCertificate();
-            authorities = tls.LoadAuthorities();
+            authorities = tls.RequireClientCertificate ? tls.LoadAuthorities() : null;
         }
+        var refusedHandshakes = new StrongBox<long>();
 
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
@@ -110,14 +123,14 @@ public sealed class GrpcServer : IAsyncDisposable
             kestrel.Listen(options.Endpoint, listen =>
             {
                 listen.Protocols = HttpProtocols.Http2;
-                if (certificate is not null) UseMutualTls(listen, certificate, authorities!, logger);
+                if (certificate is not null) UseTls(listen, certificate, authorities, refusedHandshakes, logger);
                 // After TLS, so the rewriter sees the decrypted frames.
                 if (options.AcceptUrlAuthority) listen.Use(next => context => Http2AuthorityRewriter.RunAsync(context, next));
             });
         });
 
         var app = builder.Build();
-        var server = new GrpcServer(app, options, services, logger);
+        var server = new GrpcServer(app, options, services, logger, refusedHandshakes);
         ((IApplicationBuilder)app).Run(server.HandleAsync);
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
 
@@ -128,18 +141,40 @@ public sealed class GrpcServer : IAsyncDisposable
         return server;
     }
 
-    private static void UseMutualTls(ListenOptions listen, X509Certificate2 certificate, X509Certificate2Collection authorities, ILogger logger) =>
-        listen.UseHttps(https =>
+    /// <summary>
+    /// TLS on the endpoint; with <paramref name="authorities"/>, mutual: a client must present a
+    /// certificate that chains to them. The handshake's options are ours (not Kestrel's certificate
+    /// mode) so that a client presenting no certificate at all is refused, counted and logged too.
+    /// </summary>
+    private static void UseTls(ListenOptions listen, X509Certificate2 certificate, X509Certificate2Collection? authorities,
+        StrongBox<long> refused, ILogger logger)
+    {
+        var context = SslStreamCertificateContext.Create(certificate, additionalCertificates: null, offline: true);
+        listen.UseHttps(new TlsHandshakeCallbackOptions
         {
-            https.ServerCertificate = certificate;
-            https.ClientCertificateMode = ClientCertificateMode.RequireCertificate;
-            https.ClientCertificateValidation = (clientCertificate, _, _) =>
+            OnConnection = _ => ValueTask.FromResult(new SslServerAuthenticationOptions
             {
-                if (GrpcTlsFiles.ChainsTo(clientCertificate, authorities, out var reason)) return true;
-                logger.LogWarning("Refused a client certificate ({Subject}): {Reason}", clientCertificate.Subject, reason);
-                return false;
-            };
+                ServerCertificateContext = context,
+                ApplicationProtocols = [SslApplicationProtocol.Http2],
+                ClientCertificateRequired = authorities is not null,
+                CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+                RemoteCertificateValidationCallback = authorities is null ? null : (_, presented, _, _) =>
+                {
+                    string reason;
+                    if (presented is null) reason = "no client certificate was presented";
+                    else
+                    {
+                        var client = presented as X509Certificate2 ?? X509CertificateLoader.LoadCertificate(presented.GetRawCertData());
+                        if (GrpcTlsFiles.ChainsTo(client, authorities, out var chainError)) return true;
+                        reason = $"certificate {client.Subject} is not from the trusted authority: {chainError}";
+                    }
+                    Interlocked.Increment(ref refused.Value);
+                    logger.LogWarning("Refused a TLS connection: {Reason}", reason);
+                    return false;
+                },
+            }),
         });
+    }
 
     private async Task HandleAsync(HttpContext http)
     {

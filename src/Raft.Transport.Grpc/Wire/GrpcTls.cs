@@ -3,17 +3,21 @@ using System.Security.Cryptography.X509Certificates;
 namespace Raft.Transport.Grpc.Wire;
 
 /// <summary>
-/// PEM files for mutual TLS: this end's certificate and private key, and the certificate of
-/// the authority that signs the other ends' certificates (clients for a server, servers for a
-/// client). Every node of a cluster trusts only that authority, not the system's store.
+/// PEM files for TLS: this end's certificate and private key (served by a server, presented by
+/// a client), and the authority whose certificates this end trusts for the other end. With an
+/// authority, only certificates it signed are trusted, not the system's store; without one
+/// (<see cref="AuthorityPemPath"/> null) a client checks servers against the system's store.
+/// A server with <see cref="RequireClientCertificate"/> (mutual TLS, as between the members of
+/// a cluster) refuses every connection that does not present a certificate from the authority.
 /// </summary>
-public sealed record GrpcTlsFiles(string CertificatePemPath, string KeyPemPath, string AuthorityPemPath)
+public sealed record GrpcTlsFiles(string CertificatePemPath, string KeyPemPath, string? AuthorityPemPath, bool RequireClientCertificate = true)
 {
-    /// <summary>Throws with a clear message when a file is missing or unreadable as PEM.</summary>
+    /// <summary>Throws with a clear message when a file is unset or missing.</summary>
     public void Validate()
     {
         foreach (var (what, path) in new[] { ("certificate", CertificatePemPath), ("private key", KeyPemPath), ("authority", AuthorityPemPath) })
         {
+            if (path is null) continue;
             if (string.IsNullOrWhiteSpace(path)) throw new ArgumentException($"TLS {what} file is not set");
             if (!File.Exists(path)) throw new ArgumentException($"TLS {what} file '{path}' does not exist");
         }
@@ -28,9 +32,10 @@ public sealed record GrpcTlsFiles(string CertificatePemPath, string KeyPemPath, 
         return X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), password: null);
     }
 
-    /// <summary>The authority certificates (the file may hold several).</summary>
-    public X509Certificate2Collection LoadAuthorities()
+    /// <summary>The authority certificates (the file may hold several), or null when none is set.</summary>
+    public X509Certificate2Collection? LoadAuthorities()
     {
+        if (AuthorityPemPath is null) return null;
         var authorities = new X509Certificate2Collection();
         authorities.ImportFromPemFile(AuthorityPemPath);
         if (authorities.Count == 0) throw new ArgumentException($"TLS authority file '{AuthorityPemPath}' holds no certificate");
