@@ -24,8 +24,10 @@ public static class RaftvCli
             SimulateCommand.SimulateUsage, SimulateCommand.Simulate),
         new("check-history", "check a client history (JSON lines) for linearizability, per key and overall",
             CheckHistoryCommand.Usage, CheckHistoryCommand.Run),
-        new("up", "start a local cluster of raftv members serving etcd's v3 API (Ctrl-C stops it)", UpCommand.UpUsage, UpCommand.Up),
-        new("serve", "run one raftv member (started by 'raftv up')", UpCommand.ServeUsage, UpCommand.Serve),
+        new("up", "start (or recover) a local cluster of raftv members serving etcd's v3 API; --detach runs it in the background", UpCommand.UpUsage, UpCommand.Up),
+        new("down", "stop the local cluster 'raftv up' runs from a data directory", UpCommand.DownUsage, UpCommand.Down),
+        new("node", "run one member of a cluster (etcd's flags: --name, --initial-cluster, --listen-client-urls, ...)", NodeCommand.Usage, NodeCommand.Run),
+        new("serve", "the older name of 'node'", NodeCommand.Usage, NodeCommand.Run),
         new("torture", "run a local cluster under injected faults with clients recording a history, then check it", TortureCommand.Usage, TortureCommand.Run),
     ];
 
@@ -59,7 +61,7 @@ public static class RaftvCli
             stderr.WriteLine($"raftv {command.Name}: {e.Message}\nusage:\n  {command.Usage}");
             return UsageError;
         }
-        catch (LocalPostgresException e)
+        catch (Exception e) when (e is LocalPostgresException or UpException or NodeStartException)
         {
             stderr.WriteLine($"raftv {command.Name}: {e.Message}");
             return 1;

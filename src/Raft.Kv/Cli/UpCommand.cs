@@ -2,192 +2,350 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using Microsoft.Extensions.Logging;
-using Npgsql;
+using System.Text;
+using System.Text.Json;
+using Raft.Kv.Etcd.Serverpb;
 using Raft.Kv.Server;
 using Raft.Storage.Postgres;
+using Raft.Transport.Grpc.Wire;
 
 namespace Raft.Kv.Cli;
 
-/// <summary>'raftv up' (a local cluster of member processes) and 'raftv serve' (one member).</summary>
+/// <summary>
+/// 'raftv up' (a local cluster of member processes, kept in a data directory so that running it
+/// again recovers the same cluster) and 'raftv down' (stops one started with --detach, or running
+/// in another terminal).
+/// </summary>
 internal static class UpCommand
 {
-    public const string UpUsage = "raftv up [--nodes N] [--pg CONNSTRING] [--data DIR] [--host 127.0.0.1]";
-    public const string ServeUsage = "raftv serve --id ID --member ID,PEER_URL,CLIENT_URL [--member ...] --pg CONNSTRING [--name NAME]\n"
-        + "                [--initial-cluster-state new|existing] [--stop-on-stdin-eof]\n"
-        + "  ID: decimal, or hex with 0x (as 'etcdctl member add' prints it). --member lists the cluster with this member;\n"
-        + "  with --initial-cluster-state existing the member was added by 'etcdctl member add' and joins the running cluster.";
+    public const string UpUsage =
+        "raftv up [--nodes N] [--data-dir DIR] [--detach] [--host 127.0.0.1] [--client-ports P1,P2,...] [--peer-ports P1,P2,...]\n"
+        + "          [--pg CONNSTRING] [--max-request-bytes N]\n"
+        + "  Members listen for clients on 2379, 22379, 32379, 42379... and for peers on 2380, 22380, 32380... (etcd's local\n"
+        + "  cluster ports) unless --client-ports/--peer-ports say otherwise. Everything lives in DIR (default ./.raftv): the\n"
+        + "  cluster's members (cluster.json), a private PostgreSQL (pg/, unless --pg names a server) and logs (logs/).\n"
+        + "  Running 'up' again on the same DIR restarts the same members on their data. --detach runs the cluster in the\n"
+        + "  background and returns once it has a leader; 'raftv down' stops it. Without --detach, Ctrl-C stops it.";
 
-    /// <summary>A member id: decimal, or hexadecimal with 0x (etcdctl prints ids in hex).</summary>
-    internal static ulong ParseMemberId(string text, string what)
+    public const string DownUsage = "raftv down [--data-dir DIR]\n  stops the cluster 'raftv up' runs from DIR (default ./.raftv); its data is kept";
+
+    private const string DefaultDataDir = ".raftv";
+    private const string StateFile = "cluster.json";
+    private const string PidFile = "up.pid";
+    private const string ReadyFile = "up.ready";
+    private static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(120);
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+
+    /// <summary>The members 'up' runs, as cluster.json keeps them.</summary>
+    internal sealed record UpState(string Token, string? Pg, List<UpMember> Members);
+
+    /// <summary>One member; <see cref="Removed"/> once 'member remove' took it out (it is not started again).</summary>
+    internal sealed record UpMember(ulong Id, string Name, string PeerUrl, string ClientUrl, bool Removed = false);
+
+    /// <summary>The settings of one 'up', as given on the command line.</summary>
+    private sealed record UpSettings(int? Nodes, string DataDir, string Host, int[]? ClientPorts, int[]? PeerPorts, string? Pg, int? MaxRequestBytes)
     {
-        var ok = text.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
-            ? ulong.TryParse(text.AsSpan(2), System.Globalization.NumberStyles.AllowHexSpecifier, null, out var id)
-            : ulong.TryParse(text, out id);
-        return ok && id != 0 ? id : throw new CommandArgsException($"{what} '{text}' is not a member id (decimal, or hex with 0x; not 0)");
+        /// <summary>The same settings as arguments, for the background process of --detach.</summary>
+        public List<string> ToArgs()
+        {
+            var args = new List<string> { "up", "--data-dir", DataDir, "--host", Host };
+            if (Nodes is { } n) args.AddRange(["--nodes", n.ToString()]);
+            if (ClientPorts is { } c) args.AddRange(["--client-ports", string.Join(',', c)]);
+            if (PeerPorts is { } p) args.AddRange(["--peer-ports", string.Join(',', p)]);
+            if (Pg is not null) args.AddRange(["--pg", Pg]);
+            if (MaxRequestBytes is { } m) args.AddRange(["--max-request-bytes", m.ToString()]);
+            return args;
+        }
     }
 
-    /// <summary>Cancelled by Ctrl-C or SIGTERM (and, for members started by 'up', by their stdin closing).</summary>
-    private static CancellationTokenSource StopSignal(CancellationToken outer, out IDisposable registrations)
+    /// <summary>etcd's convention for local clusters: 2379/2380, then 22379/22380, 32379/32380, ...</summary>
+    internal static int DefaultPort(int index, bool peer) => (index == 0 ? 2379 : (index + 1) * 10000 + 2379) + (peer ? 1 : 0);
+
+    /// <summary>The most members the default ports serve (62379 is the last below 65536).</summary>
+    internal const int MaxDefaultPortNodes = 6;
+
+    private static int[]? Ports(string? text, string flag)
     {
-        var stop = CancellationTokenSource.CreateLinkedTokenSource(outer);
-        var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
-        var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
-        registrations = new Both(term, interrupt);
-        return stop;
+        if (text is null) return null;
+        var parts = text.Split(',', StringSplitOptions.TrimEntries);
+        var ports = new int[parts.Length];
+        for (var i = 0; i < parts.Length; i++)
+            if (!int.TryParse(parts[i], out ports[i]) || ports[i] < 1 || ports[i] > 65535)
+                throw new CommandArgsException($"{flag}: '{parts[i]}' is not a port (1-65535)");
+        return ports;
     }
 
-    private sealed class Both(IDisposable a, IDisposable b) : IDisposable
-    {
-        public void Dispose() { a.Dispose(); b.Dispose(); }
-    }
-
-    public static async Task<int> Serve(CommandArgs args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
-    {
-        var id = ParseMemberId(args.Option("--id") ?? throw new CommandArgsException("--id ID is required"), "--id");
-        var pg = args.Option("--pg") ?? throw new CommandArgsException("--pg CONNSTRING is required");
-        var name = args.Option("--name") ?? $"node{id}";
-        var clusterState = args.Option("--initial-cluster-state") ?? "new";
-        if (clusterState is not ("new" or "existing"))
-            throw new CommandArgsException($"--initial-cluster-state must be new or existing, not '{clusterState}'");
-        var stopOnEof = args.Flag("--stop-on-stdin-eof");
-        var members = new List<KvMember>();
-        while (args.Option("--member") is { } spec)
-        {
-            var parts = spec.Split(',');
-            if (parts.Length != 3) throw new CommandArgsException($"--member '{spec}' is not ID,PEER_URL,CLIENT_URL");
-            var mid = ParseMemberId(parts[0], "--member");
-            members.Add(new KvMember(mid, $"node{mid}", parts[1], parts[2]));
-        }
-        args.EnsureNoneLeft();
-        var options = new KvServerOptions { NodeId = id, Members = members, ConnectionString = pg, JoinExisting = clusterState == "existing", Name = name };
-        try
-        {
-            options.Validate();
-        }
-        catch (ArgumentException e)
-        {
-            throw new CommandArgsException(e.Message);
-        }
-
-        using var stop = StopSignal(ct, out var signals);
-        using var signalScope = signals;
-        if (stopOnEof)
-            _ = Task.Run(async () =>
-            {
-                // 'raftv up' closes our stdin to stop us cleanly.
-                var input = Console.OpenStandardInput();
-                var buffer = new byte[64];
-                while (await input.ReadAsync(buffer) > 0) { }
-                await stop.CancelAsync();
-            }, CancellationToken.None);
-
-        await using var server = await KvServer.StartAsync(options, new StderrLogger(name), stop.Token);
-        stdout.WriteLine($"{name} ({id:x}) serving etcd v3 clients at {server.ClientAddress}, peers at {server.PeerAddress}");
-        stdout.Flush();
-        await Task.WhenAny(server.Removed, server.RaftLoop, Task.Delay(Timeout.Infinite, stop.Token)).ContinueWith(_ => { }, CancellationToken.None);
-        if (server.RaftLoop.IsFaulted && !stop.IsCancellationRequested)
-        {
-            // Crash-only, as etcd on a storage error: a member whose raft loop died would otherwise stay up without
-            // serving; exiting lets a supervisor restart it from its durable state.
-            stderr.WriteLine($"{name} ({id:x}): the raft loop failed ({server.RaftLoop.Exception?.GetBaseException().Message}); exiting");
-            return 1;
-        }
-        if (server.Removed.IsCompleted && !stop.IsCancellationRequested)
-        {
-            // Like etcd: a member removed from the cluster stops; the MemberRemove answer gets a moment to leave first.
-            stdout.WriteLine($"{name} ({id:x}) was removed from the cluster; stopping");
-            await Task.Delay(TimeSpan.FromSeconds(1), CancellationToken.None);
-        }
-        stdout.WriteLine($"{name} stopping");
-        return 0;
-    }
+    private static string DataDirOption(CommandArgs args) =>
+        Path.GetFullPath(args.Option("--data-dir") ?? args.Option("--data") ?? DefaultDataDir);
 
     public static async Task<int> Up(CommandArgs args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
-        var nodes = args.IntOption("--nodes") ?? 3;
-        if (nodes < 1 || nodes > 9) throw new CommandArgsException("--nodes must be between 1 and 9");
-        var pg = args.Option("--pg");
-        var dataDir = args.Option("--data");
+        var nodes = args.IntOption("--nodes");
+        if (nodes is < 1 or > 9) throw new CommandArgsException("--nodes must be between 1 and 9");
+        var dataDir = DataDirOption(args);
+        var detach = args.Flag("--detach");
         var host = args.Option("--host") ?? "127.0.0.1";
         if (!IPAddress.TryParse(host, out var address)) throw new CommandArgsException($"--host '{host}' is not an IP address");
+        var clientPorts = Ports(args.Option("--client-ports"), "--client-ports");
+        var peerPorts = Ports(args.Option("--peer-ports"), "--peer-ports");
+        var pg = args.Option("--pg");
+        var maxRequestBytes = args.IntOption("--max-request-bytes");
+        if (maxRequestBytes is 0) throw new CommandArgsException("--max-request-bytes must be positive");
         args.EnsureNoneLeft();
+        var settings = new UpSettings(nodes, dataDir, host, clientPorts, peerPorts, pg, maxRequestBytes);
 
-        using var stop = StopSignal(ct, out var signals);
-        using var signalScope = signals;
-        LocalPostgres? local = null;
-        var ownData = dataDir is null;
-        dataDir ??= Path.Combine(Path.GetTempPath(), "raftv-up-" + Guid.NewGuid().ToString("N")[..8]);
-        var children = new List<Process>();
+        if (RunningSupervisor(dataDir) is { } running)
+            throw new UpException($"a cluster is already running from {dataDir} (pid {running}); stop it with: raftv down --data-dir {dataDir}");
+        if (detach) return await DetachAsync(settings, stdout, stderr, ct);
+        return await SuperviseAsync(settings, address, stdout, stderr, ct);
+    }
+
+    // ---- the cluster's state in the data directory -----------------------------------------
+
+    private static UpState NewState(UpSettings s)
+    {
+        var n = s.Nodes ?? s.ClientPorts?.Length ?? s.PeerPorts?.Length ?? 3;
+        if (s.ClientPorts is { } c && c.Length != n) throw new CommandArgsException($"--client-ports lists {c.Length} ports for {n} members");
+        if (s.PeerPorts is { } p && p.Length != n) throw new CommandArgsException($"--peer-ports lists {p.Length} ports for {n} members");
+        if (n > MaxDefaultPortNodes && (s.ClientPorts is null || s.PeerPorts is null))
+            throw new CommandArgsException($"--nodes {n} needs --client-ports and --peer-ports: the default ports serve at most {MaxDefaultPortNodes} members");
+        var all = (s.ClientPorts ?? []).Concat(s.PeerPorts ?? []).ToList();
+        if (all.Distinct().Count() != all.Count) throw new CommandArgsException("--client-ports and --peer-ports must all differ");
+        var members = Enumerable.Range(0, n).Select(i => new UpMember((ulong)(i + 1), $"node{i + 1}",
+            $"http://{HostForUrl(s.Host)}:{s.PeerPorts?[i] ?? DefaultPort(i, peer: true)}",
+            $"http://{HostForUrl(s.Host)}:{s.ClientPorts?[i] ?? DefaultPort(i, peer: false)}")).ToList();
+        return new UpState(Guid.NewGuid().ToString("N")[..8], s.Pg, members);
+    }
+
+    private static string HostForUrl(string host) => host.Contains(':') ? $"[{host}]" : host;
+
+    /// <summary>An existing cluster runs as it was created: settings that would change it are refused, not ignored.</summary>
+    private static void CheckMatches(UpState state, UpSettings s, string dataDir)
+    {
+        var hint = $"(remove {dataDir} to start a new cluster, or give another --data-dir)";
+        if (s.Nodes is { } n && n != state.Members.Count)
+            throw new CommandArgsException($"{dataDir} holds a cluster of {state.Members.Count} members; --nodes {n} does not match {hint}");
+        if (s.ClientPorts is { } c && !c.SequenceEqual(state.Members.Select(m => new Uri(m.ClientUrl).Port)))
+            throw new CommandArgsException($"{dataDir} holds a cluster whose client ports are {string.Join(',', state.Members.Select(m => new Uri(m.ClientUrl).Port))} {hint}");
+        if (s.PeerPorts is { } p && !p.SequenceEqual(state.Members.Select(m => new Uri(m.PeerUrl).Port)))
+            throw new CommandArgsException($"{dataDir} holds a cluster whose peer ports are {string.Join(',', state.Members.Select(m => new Uri(m.PeerUrl).Port))} {hint}");
+        if (s.Pg is not null && s.Pg != state.Pg)
+            throw new CommandArgsException($"{dataDir} holds a cluster kept in {(state.Pg is null ? "its private PostgreSQL" : "another PostgreSQL")}; --pg does not match {hint}");
+    }
+
+    internal static UpState? LoadState(string dataDir)
+    {
+        var path = Path.Combine(dataDir, StateFile);
+        if (!File.Exists(path)) return null;
         try
         {
+            return JsonSerializer.Deserialize<UpState>(File.ReadAllText(path), Json) ?? throw new JsonException("empty");
+        }
+        catch (JsonException e)
+        {
+            throw new UpException($"{path} is not a raftv cluster description ({e.Message})");
+        }
+    }
+
+    private static void SaveState(string dataDir, UpState state)
+    {
+        var path = Path.Combine(dataDir, StateFile);
+        File.WriteAllText(path + ".tmp", JsonSerializer.Serialize(state, Json));
+        File.Move(path + ".tmp", path, overwrite: true);
+    }
+
+    /// <summary>The pid of the 'up' process running from <paramref name="dataDir"/>, or null (a stale pid file does not count).</summary>
+    internal static int? RunningSupervisor(string dataDir)
+    {
+        var path = Path.Combine(dataDir, PidFile);
+        if (!File.Exists(path)) return null;
+        if (!int.TryParse(File.ReadAllText(path).Trim(), out var pid) || pid == Environment.ProcessId) return null;
+        return IsRaftvUp(pid) ? pid : null;
+    }
+
+    private static bool IsRaftvUp(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            if (stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z')) return false;
+            var cmdline = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0');
+            return cmdline.Contains("up") && cmdline.Any(a => a.EndsWith("raftv", StringComparison.Ordinal) || a.EndsWith("raftv.dll", StringComparison.Ordinal));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
+    // ---- ports -------------------------------------------------------------------------------
+
+    /// <summary>Every port the members will listen on must be free now: a clear error names the first one that is not.</summary>
+    private static void CheckPortsFree(IEnumerable<UpMember> members, IPAddress address, bool fixedPorts)
+    {
+        foreach (var m in members)
+        foreach (var (url, what) in new[] { (m.ClientUrl, "client"), (m.PeerUrl, "peer") })
+        {
+            var port = new Uri(url).Port;
+            try
+            {
+                using var probe = new TcpListener(address, port);
+                probe.Start();
+            }
+            catch (SocketException)
+            {
+                throw new UpException(fixedPorts
+                    ? $"port {port} ({what} port of {m.Name}) is already in use on {address}: this cluster's members keep their ports, so stop what uses it (etcd? another 'raftv up'?)"
+                    : $"port {port} ({what} port of {m.Name}) is already in use on {address}: stop what uses it (etcd? another 'raftv up'?) or choose other ports with --client-ports/--peer-ports");
+            }
+        }
+    }
+
+    // ---- running the cluster -----------------------------------------------------------------
+
+    private sealed class Child(UpMember member, Process process, StreamWriter log)
+    {
+        public UpMember Member { get; } = member;
+        public Process Process { get; } = process;
+        public StreamWriter Log { get; } = log;
+        public volatile bool Serving;
+        public volatile bool Removed;
+        public Task Exited { get; } = process.WaitForExitAsync(CancellationToken.None);
+    }
+
+    private static async Task<int> SuperviseAsync(UpSettings settings, IPAddress address, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
+        var dataDir = settings.DataDir;
+        Directory.CreateDirectory(Path.Combine(dataDir, "logs"));
+        var pidPath = Path.Combine(dataDir, PidFile);
+        var readyPath = Path.Combine(dataDir, ReadyFile);
+        File.Delete(readyPath);
+        File.WriteAllText(pidPath, Environment.ProcessId.ToString());
+
+        using var stop = NodeCommand.StopSignal(ct, out var signals);
+        using var signalScope = signals;
+        LocalPostgres? local = null;
+        var children = new List<Child>();
+        var started = false;
+        try
+        {
+            var existing = LoadState(dataDir);
+            if (existing is not null) CheckMatches(existing, settings, dataDir);
+            var state = existing ?? NewState(settings);
+            var live = state.Members.Where(m => !m.Removed).ToList();
+            if (live.Count == 0) throw new UpException($"every member of the cluster in {dataDir} was removed; remove {dataDir} to start a new one");
+            CheckPortsFree(live, address, fixedPorts: existing is not null);
+
+            var pg = state.Pg;
             if (pg is null)
             {
-                local = await LocalPostgres.StartAsync(new LocalPostgresOptions(Path.Combine(dataDir, "pg"), Database: "postgres"), cancellationToken: stop.Token);
+                local = await PrivatePostgres.StartAsync(Path.Combine(dataDir, "pg"), "postgres", stop.Token);
                 pg = local.ConnectionString;
                 stdout.WriteLine($"PostgreSQL: {pg} (data in {dataDir})");
             }
-            var members = new List<KvMember>();
-            for (var i = 1; i <= nodes; i++)
-                members.Add(new KvMember((ulong)i, $"node{i}", $"http://{host}:{FreePort(address)}", $"http://{host}:{FreePort(address)}"));
+            if (existing is null) SaveState(dataDir, state);
+            stdout.WriteLine(existing is null
+                ? $"starting a new cluster of {live.Count} members in {dataDir}"
+                : $"recovering the cluster in {dataDir}: {live.Count} members on their data");
 
-            foreach (var m in members)
+            foreach (var m in live)
             {
-                var db = await EnsureDatabaseAsync(pg, $"raftv_node{m.Id}", stop.Token);
-                var argv = new List<string> { "serve", "--id", m.Id.ToString(), "--pg", db, "--stop-on-stdin-eof" };
-                foreach (var x in members) argv.AddRange(["--member", $"{x.Id},{x.PeerUrl},{x.ClientUrl}"]);
-                children.Add(StartChild(m.Name, argv, stdout, stderr));
+                var db = await PrivatePostgres.EnsureDatabaseAsync(pg, $"raftv_{state.Token}_{m.Name}", stop.Token);
+                var argv = new List<string> { "serve", "--id", m.Id.ToString(), "--name", m.Name, "--pg", db, "--stop-on-stdin-eof" };
+                if (settings.MaxRequestBytes is { } max) argv.AddRange(["--max-request-bytes", max.ToString()]);
+                foreach (var x in live) argv.AddRange(["--member", $"{x.Id},{x.PeerUrl},{x.ClientUrl}"]);
+                children.Add(StartChild(m, argv, Path.Combine(dataDir, "logs", $"{m.Name}.log"), stdout, stderr));
             }
-            stdout.WriteLine($"client endpoints: {string.Join(",", members.Select(m => m.ClientUrl))}");
-            stdout.WriteLine($"try: etcdctl --endpoints={string.Join(",", members.Select(m => m.ClientUrl))} endpoint status");
-            stdout.WriteLine("Ctrl-C stops the cluster.");
+
+            if (await WaitReadyAsync(children, stop.Token) is { } failure)
+            {
+                if (stop.IsCancellationRequested) return 0;
+                stderr.WriteLine($"raftv up: {failure}; stopping the cluster (logs in {Path.Combine(dataDir, "logs")})");
+                return 1;
+            }
+            var endpoints = string.Join(",", live.Select(m => m.ClientUrl));
+            stdout.WriteLine($"client endpoints: {endpoints}");
+            stdout.WriteLine($"try: raftv --endpoints={endpoints} status   (or etcdctl --endpoints={endpoints} endpoint status)");
+            stdout.WriteLine("cluster ready");
+            stdout.WriteLine("Ctrl-C (or 'raftv down') stops the cluster.");
             stdout.Flush();
+            started = true;
+            File.WriteAllText(readyPath, endpoints + "\n");
 
-            var exited = Task.WhenAny(children.Select(c => c.WaitForExitAsync(CancellationToken.None)));
-            await Task.WhenAny(exited, Task.Delay(Timeout.Infinite, stop.Token)).ContinueWith(_ => { }, CancellationToken.None);
-            if (!stop.IsCancellationRequested)
+            while (true)
             {
-                var dead = children.First(c => c.HasExited);
-                stderr.WriteLine($"raftv up: a member exited with status {dead.ExitCode}; stopping the cluster");
+                var running = children.Where(c => !c.Process.HasExited).ToList();
+                if (running.Count == 0)
+                {
+                    stderr.WriteLine("raftv up: no member is left running; stopping");
+                    return 1;
+                }
+                await Task.WhenAny(running.Select(c => c.Exited).Append(Task.Delay(Timeout.Infinite, stop.Token)))
+                    .ContinueWith(_ => { }, CancellationToken.None);
+                if (stop.IsCancellationRequested) return 0;
+                foreach (var dead in running.Where(c => c.Process.HasExited))
+                {
+                    if (dead.Process.ExitCode == 0 && dead.Removed)
+                    {
+                        // 'member remove' took it out of the cluster, and it stopped as etcd's members do: not a failure.
+                        stdout.WriteLine($"raftv up: {dead.Member.Name} was removed from the cluster and stopped; the others keep serving");
+                        var i = state.Members.FindIndex(m => m.Id == dead.Member.Id);
+                        state.Members[i] = state.Members[i] with { Removed = true };
+                        SaveState(dataDir, state);
+                        children.Remove(dead);
+                        dead.Log.Dispose();
+                        continue;
+                    }
+                    stderr.WriteLine($"raftv up: {dead.Member.Name} exited with status {dead.Process.ExitCode}; stopping the cluster (its log: {Path.Combine(dataDir, "logs", dead.Member.Name + ".log")})");
+                    return 1;
+                }
+                File.WriteAllText(readyPath, string.Join(",", state.Members.Where(m => !m.Removed).Select(m => m.ClientUrl)) + "\n");
             }
-            return stop.IsCancellationRequested ? 0 : 1;
         }
         finally
         {
+            File.Delete(readyPath);
             await StopChildrenAsync(children, stderr);
-            if (local is not null)
-            {
-                if (ownData) await local.DestroyAsync(CancellationToken.None);
-                else await local.StopAsync(cancellationToken: CancellationToken.None);
-            }
-            if (ownData && Directory.Exists(dataDir)) Directory.Delete(dataDir, recursive: true);
-            stdout.WriteLine("cluster stopped");
+            if (local is not null) await local.StopAsync(cancellationToken: CancellationToken.None);
+            File.Delete(pidPath);
+            if (started || children.Count > 0) stdout.WriteLine("cluster stopped");
         }
     }
 
-    private static int FreePort(IPAddress address)
+    /// <summary>Until every member serves and one of them knows a leader; null when ready, else why not.</summary>
+    private static async Task<string?> WaitReadyAsync(List<Child> children, CancellationToken ct)
     {
-        using var listener = new TcpListener(address, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
-
-    private static async Task<string> EnsureDatabaseAsync(string connectionString, string database, CancellationToken ct)
-    {
-        await using (var conn = new NpgsqlConnection(connectionString))
+        var deadline = DateTime.UtcNow + ReadyTimeout;
+        var status = GrpcMethod.Protobuf(GrpcMethodType.Unary, "etcdserverpb.Maintenance", "Status", StatusRequest.Parser, StatusResponse.Parser);
+        while (DateTime.UtcNow < deadline && !ct.IsCancellationRequested)
         {
-            await conn.OpenAsync(ct);
-            await using var exists = new NpgsqlCommand("SELECT 1 FROM pg_database WHERE datname = $1", conn) { Parameters = { new() { Value = database } } };
-            if (await exists.ExecuteScalarAsync(ct) is null)
+            if (children.FirstOrDefault(c => c.Process.HasExited) is { } dead)
+                return $"{dead.Member.Name} exited with status {dead.Process.ExitCode} while starting";
+            if (children.All(c => c.Serving))
             {
-                await using var create = new NpgsqlCommand($"CREATE DATABASE \"{database}\"", conn);
-                await create.ExecuteNonQueryAsync(ct);
+                foreach (var c in children)
+                {
+                    try
+                    {
+                        using var client = new GrpcClient(ClientOptions(c.Member.ClientUrl));
+                        var s = await client.UnaryAsync(status, new StatusRequest(), new GrpcCallOptions(Timeout: TimeSpan.FromSeconds(2), CancellationToken: ct));
+                        if (s.Leader != 0) return null;
+                    }
+                    catch (GrpcCallException)
+                    {
+                    }
+                }
             }
+            try { await Task.Delay(200, ct); } catch (OperationCanceledException) { break; }
         }
-        return new NpgsqlConnectionStringBuilder(connectionString) { Database = database }.ConnectionString;
+        return ct.IsCancellationRequested ? "stopped while starting" : $"the cluster had no leader within {ReadyTimeout.TotalSeconds:0} s";
     }
 
-    private static Process StartChild(string name, List<string> argv, TextWriter stdout, TextWriter stderr)
+    /// <summary>How 'up' reaches a member's client endpoint (its readiness check).</summary>
+    private static GrpcClientOptions ClientOptions(string clientUrl) =>
+        new() { Address = new Uri(clientUrl), ConnectTimeout = TimeSpan.FromSeconds(2) };
+
+    private static Child StartChild(UpMember member, List<string> argv, string logPath, TextWriter stdout, TextWriter stderr)
     {
         var self = Environment.ProcessPath ?? throw new InvalidOperationException("cannot find the running executable");
         var info = new ProcessStartInfo(self)
@@ -200,46 +358,158 @@ internal static class UpCommand
         // Run as 'dotnet raftv.dll ...' or as the raftv apphost, whichever started us.
         if (Path.GetFileNameWithoutExtension(self) == "dotnet") info.ArgumentList.Add(typeof(UpCommand).Assembly.Location);
         foreach (var a in argv) info.ArgumentList.Add(a);
-        var process = Process.Start(info) ?? throw new InvalidOperationException($"could not start {name}");
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (stdout) stdout.WriteLine($"[{name}] {e.Data}"); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.WriteLine($"[{name}] {e.Data}"); };
+        var log = new StreamWriter(logPath, append: true, Encoding.UTF8) { AutoFlush = true };
+        log.WriteLine($"--- {DateTime.Now:yyyy-MM-dd HH:mm:ss} raftv {string.Join(' ', argv)}");
+        var process = Process.Start(info) ?? throw new InvalidOperationException($"could not start {member.Name}");
+        var child = new Child(member, process, log);
+        void Line(TextWriter to, string text)
+        {
+            lock (log) { try { log.WriteLine(text); } catch (ObjectDisposedException) { } }
+            lock (to) to.WriteLine($"[{member.Name}] {text}");
+        }
+        process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null) return;
+            if (e.Data.Contains(" serving etcd v3 clients at ", StringComparison.Ordinal)) child.Serving = true;
+            if (e.Data.Contains(" was removed from the cluster", StringComparison.Ordinal)) child.Removed = true;
+            Line(stdout, e.Data);
+        };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) Line(stderr, e.Data); };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        return process;
+        return child;
     }
 
-    private static async Task StopChildrenAsync(List<Process> children, TextWriter stderr)
+    private static async Task StopChildrenAsync(List<Child> children, TextWriter stderr)
     {
         foreach (var c in children)
         {
-            try { c.StandardInput.Close(); } catch (Exception e) when (e is IOException or InvalidOperationException) { }
+            try { c.Process.StandardInput.Close(); } catch (Exception e) when (e is IOException or InvalidOperationException) { }
         }
         using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(15));
         foreach (var c in children)
         {
             try
             {
-                await c.WaitForExitAsync(grace.Token);
+                await c.Process.WaitForExitAsync(grace.Token);
             }
             catch (OperationCanceledException)
             {
-                stderr.WriteLine($"raftv up: member {c.Id} did not stop in time; killing it");
-                c.Kill(entireProcessTree: true);
+                stderr.WriteLine($"raftv up: {c.Member.Name} (pid {c.Process.Id}) did not stop in time; killing it");
+                c.Process.Kill(entireProcessTree: true);
             }
-            c.Dispose();
+            c.Process.Dispose();
+            lock (c.Log) c.Log.Dispose();
         }
     }
 
-    /// <summary>Warnings and errors to stderr; members' stderr is shown by 'raftv up'.</summary>
-    private sealed class StderrLogger(string name) : ILogger
-    {
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
+    // ---- --detach and 'down' -----------------------------------------------------------------
 
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+    /// <summary>Starts 'up' again as a background process in its own session (output to logs/up.log) and waits until it is ready.</summary>
+    private static async Task<int> DetachAsync(UpSettings settings, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
+        var dataDir = settings.DataDir;
+        var logs = Path.Combine(dataDir, "logs");
+        Directory.CreateDirectory(logs);
+        var upLog = Path.Combine(logs, "up.log");
+        var readyPath = Path.Combine(dataDir, ReadyFile);
+        File.Delete(readyPath);
+        var startOffset = File.Exists(upLog) ? new FileInfo(upLog).Length : 0;
+
+        var self = Environment.ProcessPath ?? throw new InvalidOperationException("cannot find the running executable");
+        // sh redirects the output to the log and setsid leaves the terminal's session, so the cluster
+        // outlives this command and no one's pipe stays open on its account.
+        var info = new ProcessStartInfo("sh") { UseShellExecute = false };
+        foreach (var a in new[] { "-c", "exec setsid \"$@\" </dev/null >>\"$0\" 2>&1", upLog, self }) info.ArgumentList.Add(a);
+        if (Path.GetFileNameWithoutExtension(self) == "dotnet") info.ArgumentList.Add(typeof(UpCommand).Assembly.Location);
+        foreach (var a in settings.ToArgs()) info.ArgumentList.Add(a);
+        using var background = Process.Start(info) ?? throw new UpException("could not start the background process");
+
+        var deadline = DateTime.UtcNow + ReadyTimeout + TimeSpan.FromSeconds(30);
+        while (DateTime.UtcNow < deadline)
         {
-            if (!IsEnabled(logLevel)) return;
-            Console.Error.WriteLine($"{logLevel} {name}: {formatter(state, exception)}{(exception is null ? "" : " " + exception)}");
+            if (File.Exists(readyPath) && RunningSupervisor(dataDir) is { } pid)
+            {
+                var endpoints = (await File.ReadAllTextAsync(readyPath, ct)).Trim();
+                stdout.WriteLine($"cluster ready (pid {pid}, data and logs in {dataDir})");
+                stdout.WriteLine($"client endpoints: {endpoints}");
+                stdout.WriteLine($"stop it with: raftv down --data-dir {dataDir}");
+                return 0;
+            }
+            if (background.HasExited)
+            {
+                stderr.WriteLine($"raftv up: the cluster did not start (exit status {background.ExitCode}); from {upLog}:");
+                foreach (var line in TailOf(upLog, startOffset, 25)) stderr.WriteLine("  " + line);
+                return 1;
+            }
+            await Task.Delay(200, ct);
+        }
+        stderr.WriteLine($"raftv up: the cluster was not ready within {(ReadyTimeout + TimeSpan.FromSeconds(30)).TotalSeconds:0} s; stopping it (log: {upLog})");
+        await StopSupervisorAsync(dataDir, background.Id, stderr, CancellationToken.None);
+        return 1;
+    }
+
+    private static IEnumerable<string> TailOf(string path, long from, int lines)
+    {
+        if (!File.Exists(path)) return [];
+        using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        f.Seek(Math.Min(from, f.Length), SeekOrigin.Begin);
+        var text = new StreamReader(f).ReadToEnd();
+        return text.Split('\n', StringSplitOptions.RemoveEmptyEntries).TakeLast(lines);
+    }
+
+    public static async Task<int> Down(CommandArgs args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
+        var dataDir = DataDirOption(args);
+        args.EnsureNoneLeft();
+        if (!Directory.Exists(dataDir)) throw new UpException($"{dataDir} does not exist: no cluster was started there");
+        if (RunningSupervisor(dataDir) is { } pid)
+        {
+            stdout.WriteLine($"stopping the cluster running from {dataDir} (pid {pid})");
+            await StopSupervisorAsync(dataDir, pid, stderr, ct);
+            stdout.WriteLine("cluster stopped");
+            return 0;
+        }
+        File.Delete(Path.Combine(dataDir, PidFile));
+        File.Delete(Path.Combine(dataDir, ReadyFile));
+        // An 'up' killed outright leaves its PostgreSQL running (its members stop with it).
+        var leftover = await PrivatePostgres.StopIfRunningAsync(Path.Combine(dataDir, "pg"), ct);
+        stdout.WriteLine(leftover ? $"no cluster was running from {dataDir}; stopped the PostgreSQL it left behind" : $"no cluster is running from {dataDir}");
+        return 0;
+    }
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "kill")]
+    private static extern int SendSignal(int pid, int signal);
+
+    private const int SigTerm = 15;
+
+    /// <summary>SIGTERM, as Ctrl-C: the supervisor stops its members and PostgreSQL; killed only if it does not within a minute.</summary>
+    private static async Task StopSupervisorAsync(string dataDir, int pid, TextWriter stderr, CancellationToken ct)
+    {
+        SendSignal(pid, SigTerm);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (IsAlive(pid) && DateTime.UtcNow < deadline) await Task.Delay(100, ct);
+        if (!IsAlive(pid)) return;
+        stderr.WriteLine($"raftv down: pid {pid} did not stop within 60 s; killing it");
+        try { Process.GetProcessById(pid).Kill(entireProcessTree: true); } catch (ArgumentException) { }
+        File.Delete(Path.Combine(dataDir, PidFile));
+        File.Delete(Path.Combine(dataDir, ReadyFile));
+        await PrivatePostgres.StopIfRunningAsync(Path.Combine(dataDir, "pg"), ct);
+    }
+
+    private static bool IsAlive(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return !stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z');
+        }
+        catch (IOException)
+        {
+            return false;
         }
     }
 }
+
+/// <summary>'up' or 'down' cannot do what was asked; the message says why and what to do.</summary>
+internal sealed class UpException(string message) : Exception(message);

@@ -17,6 +17,18 @@ internal static class EtcdServices
     public static readonly GrpcMethod<MemberPromoteRequest, MemberPromoteResponse> PromoteMethod =
         Unary("Cluster", "MemberPromote", MemberPromoteRequest.Parser, MemberPromoteResponse.Parser);
 
+    /// <summary>Cluster/MemberList, also served on the peer endpoint: a member joining a running cluster learns its id there (etcd's peer /members).</summary>
+    public static readonly GrpcMethod<MemberListRequest, MemberListResponse> PeerMemberListMethod =
+        Unary("Cluster", "MemberList", MemberListRequest.Parser, MemberListResponse.Parser);
+
+    /// <summary>etcd's grpcOverheadBytes: gRPC accepts a message this much larger than --max-request-bytes, so the limit is etcd's own error.</summary>
+    public const int GrpcOverheadBytes = 512 * 1024;
+
+    /// <summary>What the peer endpoint serves besides raft's messages: the member list as this member has applied it.</summary>
+    public static GrpcServiceRegistry RegisterPeer(GrpcServiceRegistry registry, KvServer server) =>
+        registry.AddUnary(PeerMemberListMethod, (_, _) =>
+            Task.FromResult(new MemberListResponse { Header = server.Header(0), Members = { server.Members() } }));
+
     public static GrpcServiceRegistry Register(GrpcServiceRegistry registry, KvServer server)
     {
         registry
@@ -38,7 +50,7 @@ internal static class EtcdServices
             }))
             .AddUnary(Unary("KV", "Txn", TxnRequest.Parser, TxnResponse.Parser), (r, ctx) => Guard(async () =>
             {
-                KvApplier.ValidateTxn(r);
+                KvApplier.ValidateTxn(r, server.MaxTxnOps);
                 var result = Ok(await server.WriteAsync(new KvCommand { Txn = r, RequestId = RequestId(ctx) }, ctx.CancellationToken));
                 result.Txn.Header = server.Header(result.Txn.Header.Revision);
                 return result.Txn;

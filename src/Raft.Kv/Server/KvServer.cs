@@ -73,6 +73,9 @@ public sealed class KvServer : IAsyncDisposable
 
     public ulong Id => _options.NodeId;
 
+    /// <summary>etcd's --max-txn-ops, as the store applies it.</summary>
+    internal int MaxTxnOps => _options.Store.MaxTxnOps;
+
     /// <summary>First index still in this member's raft log (entries before it were compacted into a snapshot).</summary>
     internal ulong FirstLogIndex => _raftStorage.FirstIndex().ResultValue;
 
@@ -140,21 +143,28 @@ public sealed class KvServer : IAsyncDisposable
         _transport = new PeerTransport(_options.ClusterId, _options.NodeId, PeerAddresses(), () => _node, _logger);
         var peerServices = new GrpcServiceRegistry();
         _transport.Register(peerServices);
+        EtcdServices.RegisterPeer(peerServices, this);
         _peerServer = await GrpcServer.StartAsync(new GrpcServerOptions
         {
-            Endpoint = EndpointOf(_options.Self.PeerUrl),
+            Endpoint = EndpointOf(_options.ListenPeerUrl ?? _options.Self.PeerUrl),
             MaxReceiveMessageSize = PeerTransport.MaxMessageSize,
             MaxSendMessageSize = PeerTransport.MaxMessageSize,
         }, peerServices, _logger, ct);
         // etcd clients may name the endpoint by URL in :authority (etcdctl 3.4 'endpoint status' does).
-        _clientServer = await GrpcServer.StartAsync(new GrpcServerOptions { Endpoint = EndpointOf(_options.Self.ClientUrl), AcceptUrlAuthority = true },
+        // As etcd: gRPC takes requests up to the limit plus room for framing; a write above the limit is refused with its own error.
+        _clientServer = await GrpcServer.StartAsync(new GrpcServerOptions
+            {
+                Endpoint = EndpointOf(_options.ListenClientUrl ?? _options.Self.ClientUrl), AcceptUrlAuthority = true,
+                MaxReceiveMessageSize = _options.MaxRequestBytes + EtcdServices.GrpcOverheadBytes,
+            },
             EtcdServices.Register(new GrpcServiceRegistry(), this), _logger, ct);
         _transport.Start();
         _loop = Task.Run(() => RunAsync(_stop.Token), CancellationToken.None);
         _publish = Task.Run(() => PublishAttributesAsync(_stop.Token), CancellationToken.None);
     }
 
-    private static Member ToMember(KvMember m) => new() { ID = m.Id, Name = m.Name, PeerURLs = { m.PeerUrl }, ClientURLs = { m.ClientUrl } };
+    private static Member ToMember(KvMember m) =>
+        new() { ID = m.Id, Name = m.Name, PeerURLs = { m.PeerUrl }, ClientURLs = { m.ClientUrl.Length > 0 ? [m.ClientUrl] : [] } };
 
     private List<KvMember> PeerAddresses() =>
         [.. Volatile.Read(ref _memberRecords).Values.Where(m => m.PeerURLs.Count > 0)
@@ -359,6 +369,8 @@ public sealed class KvServer : IAsyncDisposable
     /// <summary>Proposes a write and waits until it is applied here; a known request id is answered without proposing.</summary>
     internal async Task<KvResult> WriteAsync(KvCommand command, CancellationToken ct)
     {
+        // etcd's limit on a proposal (--max-request-bytes), checked before anything is proposed.
+        if (command.CalculateSize() > _options.MaxRequestBytes) throw EtcdErrors.RequestTooLarge();
         var nowMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         if (command.RequestId.IsEmpty) command.RequestId = ByteString.CopyFrom(Guid.NewGuid().ToByteArray());
         else if (await _store.FindAppliedRequestAsync(command.RequestId, nowMs, ct) is { } known) return known;

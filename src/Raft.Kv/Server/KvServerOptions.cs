@@ -64,6 +64,15 @@ public sealed record KvServerOptions
     public TlsFiles? PeerTls { get; init; }
     /// <summary>TLS for etcd clients (etcd's --cert-file, --key-file, --trusted-ca-file, --client-cert-auth); null is cleartext.</summary>
     public TlsFiles? ClientTls { get; init; }
+    /// <summary>Size of the chunks a snapshot is sent to a peer in (tests make it small to send many).</summary>
+    internal int PeerSnapshotChunkBytes { get; init; } = 1024 * 1024;
+
+    /// <summary>etcd's --max-request-bytes: a write whose request is larger is refused ("request is too large").</summary>
+    public int MaxRequestBytes { get; init; } = 1536 * 1024;
+    /// <summary>Where the client endpoint listens (etcd's --listen-client-urls); null: <see cref="Self"/>'s client URL.</summary>
+    public string? ListenClientUrl { get; init; }
+    /// <summary>Where the peer endpoint listens (etcd's --listen-peer-urls); null: <see cref="Self"/>'s peer URL.</summary>
+    public string? ListenPeerUrl { get; init; }
 
     public KvMember Self => Members.First(m => m.Id == NodeId);
 
@@ -76,7 +85,9 @@ public sealed record KvServerOptions
         foreach (var m in Members)
         {
             if (!Uri.TryCreate(m.PeerUrl, UriKind.Absolute, out _)) throw new ArgumentException($"member {m.Id}: peer URL '{m.PeerUrl}' is not an absolute URL");
-            if (!Uri.TryCreate(m.ClientUrl, UriKind.Absolute, out _)) throw new ArgumentException($"member {m.Id}: client URL '{m.ClientUrl}' is not an absolute URL");
+            // Other members' client URLs may be unknown at first (etcd's --initial-cluster names peer URLs only): they publish them.
+            if ((m.Id == NodeId || m.ClientUrl.Length > 0) && !Uri.TryCreate(m.ClientUrl, UriKind.Absolute, out _))
+                throw new ArgumentException($"member {m.Id}: client URL '{m.ClientUrl}' is not an absolute URL");
         }
         if (PeerTls is { } peerTls)
         {
@@ -85,6 +96,7 @@ public sealed record KvServerOptions
             peerTls.Validate("peer-");
         }
         ClientTls?.Validate("");
+        if (PeerSnapshotChunkBytes <= 0) throw new ArgumentException($"PeerSnapshotChunkBytes must be positive, not {PeerSnapshotChunkBytes}");
         foreach (var m in Members)
         {
             var peerScheme = new Uri(m.PeerUrl).Scheme;
@@ -100,6 +112,7 @@ public sealed record KvServerOptions
             throw new ArgumentException($"client URL '{Self.ClientUrl}' must be https:// with client TLS");
         if (TickInterval <= TimeSpan.Zero) throw new ArgumentException("TickInterval must be positive");
         if (RequestTimeout <= TimeSpan.Zero) throw new ArgumentException("RequestTimeout must be positive");
+        if (MaxRequestBytes < 1) throw new ArgumentException($"MaxRequestBytes must be positive, not {MaxRequestBytes}");
         Compaction.Validate();
         Store.Validate();
     }
