@@ -117,8 +117,12 @@ public sealed class KvServer : IAsyncDisposable
         _term = initial.Item1.Term;
         var fresh = _raftStorage.LastIndex().ResultValue == 0 && SnapshotModule.isEmpty(snapshot);
         // A joining member learns its own record from the log (MemberAdd), as the others did.
+        // Client URLs are seeded only when every member's is given (as 'up' gives them); otherwise (etcd's
+        // --initial-cluster names peer URLs only) each member publishes its own, so all tables agree.
+        var clientUrlsKnown = _options.Members.All(m => m.ClientUrl.Length > 0);
         if (fresh)
-            await _store.SeedMembersAsync(_options.Members.Where(m => !_options.JoinExisting || m.Id != _options.NodeId).Select(m => ToMember(m)), ct);
+            await _store.SeedMembersAsync(_options.Members.Where(m => !_options.JoinExisting || m.Id != _options.NodeId)
+                .Select(m => ToMember(clientUrlsKnown ? m : m with { ClientUrl = "" })), ct);
         await ReloadMembersAsync(ct);
 
         var raftOptions = new RaftNodeOptions
