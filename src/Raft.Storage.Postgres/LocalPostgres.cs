@@ -22,6 +22,9 @@ public sealed record LocalPostgresOptions(
     string? BinDirectory = null)
 {
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>More server settings (name to value), passed as <c>-c name=value</c>.</summary>
+    public IReadOnlyDictionary<string, string> Settings { get; init; } = new Dictionary<string, string>();
 }
 
 /// <summary>PostgreSQL cannot be started as asked; the message says why and what to do.</summary>
@@ -168,6 +171,12 @@ public sealed class LocalPostgres : IAsyncDisposable
         };
         if (!Options.Durable)
             settings.AddRange(["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]);
+        foreach (var (name, value) in Options.Settings)
+        {
+            if (name.Length == 0 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '.') || value.Contains('\''))
+                throw new LocalPostgresException($"PostgreSQL setting '{name}' = '{value}' is not a plain name and value");
+            settings.Add($"-c {name}='{value}'");
+        }
 
         _logger.LogInformation("starting PostgreSQL on {Host}:{Port}", Options.Host, Port);
         var result = await RunAsync(Path.Combine(_bin, "pg_ctl"),

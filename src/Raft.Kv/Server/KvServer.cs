@@ -319,16 +319,26 @@ public sealed class KvServer : IAsyncDisposable
         }
         catch (KvApplyGapException gap)
         {
-            var lo = gap.AppliedIndex + 1;
-            var hi = entries[0].Index;
-            _logger.LogWarning("member {Id:x}: the store's applied index went back to {Applied} (a PostgreSQL crash undid asynchronous applies); applying entries {Lo}-{Hi} again from the raft log",
-                _options.NodeId, gap.AppliedIndex, lo, hi - 1);
-            var missing = _raftStorage.Entries(lo, hi, ulong.MaxValue);
-            if (missing.IsError)
-                throw new KvStoreException($"member {_options.NodeId:x}: entries {lo}-{hi - 1} to apply again are not in the raft log: {StorageErrorModule.message(missing.ErrorValue)}", gap);
-            await _store.ApplyAsync(missing.ResultValue, ct);
+            await ApplyAgainFromLogAsync(gap.AppliedIndex, entries[0].Index, ct);
             return await _store.ApplyAsync(entries, ct);
         }
+    }
+
+    /// <summary>
+    /// Applies the raft log's entries in [<paramref name="storeApplied"/> + 1, <paramref name="hi"/>)
+    /// to the store again. Safe beside the raft loop: the store's appliers take turns on a row lock
+    /// and skip what is applied.
+    /// </summary>
+    private async Task ApplyAgainFromLogAsync(ulong storeApplied, ulong hi, CancellationToken ct)
+    {
+        var lo = storeApplied + 1;
+        if (lo >= hi) return;
+        _logger.LogWarning("member {Id:x}: the store's applied index went back to {Applied} (a PostgreSQL crash undid asynchronous applies); applying entries {Lo}-{Hi} again from the raft log",
+            _options.NodeId, storeApplied, lo, hi - 1);
+        var missing = _raftStorage.Entries(lo, hi, ulong.MaxValue);
+        if (missing.IsError)
+            throw new KvStoreException($"member {_options.NodeId:x}: entries {lo}-{hi - 1} to apply again are not in the raft log: {StorageErrorModule.message(missing.ErrorValue)}");
+        await _store.ApplyAsync(missing.ResultValue, ct);
     }
 
     private void SetApplied(ulong index)
@@ -446,7 +456,19 @@ public sealed class KvServer : IAsyncDisposable
     {
         KvApplier.ValidateRange(request);
         if (!request.Serializable) await WaitLinearizableAsync(ct);
-        var response = await _store.RangeAsync(request, ct);
+        // Everything applied here so far must be in the answer, even after a PostgreSQL crash
+        // undid asynchronous applies that the raft loop has not yet noticed.
+        var applied = Volatile.Read(ref _applied);
+        RangeResponse response;
+        try
+        {
+            response = await _store.RangeAsync(request, applied, ct);
+        }
+        catch (KvApplyGapException gap)
+        {
+            await ApplyAgainFromLogAsync(gap.AppliedIndex, applied + 1, ct);
+            response = await _store.RangeAsync(request, applied, ct);
+        }
         response.Header = Header(response.Header.Revision);
         return response;
     }

@@ -609,12 +609,21 @@ public sealed class PostgresKvStore : IAsyncDisposable
     // ---- reads -----------------------------------------------------------------------------
 
     /// <summary>A Range over the applied state, from one consistent database snapshot.</summary>
-    public async Task<RangeResponse> RangeAsync(RangeRequest request, CancellationToken cancellationToken = default)
+    public Task<RangeResponse> RangeAsync(RangeRequest request, CancellationToken cancellationToken = default) =>
+        RangeAsync(request, 0, cancellationToken);
+
+    /// <summary>
+    /// Serves a range from the state after <paramref name="minAppliedIndex"/> at least, or throws
+    /// <see cref="KvApplyGapException"/> when the store is behind it (a PostgreSQL crash undid
+    /// asynchronous applies that the caller had seen done).
+    /// </summary>
+    public async Task<RangeResponse> RangeAsync(RangeRequest request, ulong minAppliedIndex, CancellationToken cancellationToken = default)
     {
         KvApplier.ValidateRange(request);
         await using var conn = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var tx = await conn.BeginTransactionAsync(IsolationLevel.RepeatableRead, cancellationToken).ConfigureAwait(false);
         var state = await ReadStateAsync(conn, tx, forUpdate: false, cancellationToken).ConfigureAwait(false);
+        if (state.AppliedIndex < minAppliedIndex) throw new KvApplyGapException(GroupId, state.AppliedIndex, minAppliedIndex);
         var working = new MemoryKvState(state.Revision, state.CompactRevision);
         await LoadRangeAsync(conn, tx, KeyRange.FromEtcd(request.Key, request.RangeEnd), working, cancellationToken).ConfigureAwait(false);
         await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
