@@ -59,6 +59,7 @@ run() { "$@" & wait $!; }
 require_dotnet
 ensure_postgres
 ensure_etcdctl
+ensure_etcd_server
 ensure_node
 [[ $run_tlc -eq 1 ]] && ensure_java
 

@@ -46,6 +46,15 @@ ensure_etcdctl() {
   apt_install etcd-client || { log "etcdctl is required by the key-value tests: apt-get install etcd-client"; exit 1; }
 }
 
+# etcd's server: the client-command tests compare raftv's output with etcdctl's on a real etcd too
+# (that one test says loudly that it skipped when etcd is missing).
+ensure_etcd_server() {
+  command -v etcd >/dev/null && return 0
+  apt_install etcd-server || { log "etcd-server could not be installed: the comparison with a real etcd will be skipped."; return 0; }
+  # Debian's package starts a member on 2379; tests start their own etcd and 'raftv up' wants that port.
+  as_root service etcd stop >/dev/null 2>&1 || true
+}
+
 # Node.js and npm run the gRPC interoperability peer (@grpc/grpc-js).
 ensure_node() {
   command -v node >/dev/null && command -v npm >/dev/null && return 0

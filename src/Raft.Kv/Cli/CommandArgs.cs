@@ -92,6 +92,20 @@ public sealed class CommandArgs
         _ => throw new CommandArgsException($"{what} must be true or false, not '{text}'"),
     };
 
+    /// <summary>Takes the first argument that is one of <paramref name="verbs"/> (wherever it stands among options and their values).</summary>
+    public string Verb(string what, params string[] verbs)
+    {
+        var i = _rest.FindIndex(verbs.Contains);
+        if (i < 0)
+        {
+            var other = _rest.FirstOrDefault(a => !a.StartsWith('-'));
+            throw new CommandArgsException(other is null ? $"missing {what} ({string.Join(", ", verbs)})" : $"unknown {what} '{other}' ({string.Join(", ", verbs)})");
+        }
+        var verb = _rest[i];
+        _rest.RemoveAt(i);
+        return verb;
+    }
+
     public string Positional(string what) => OptionalPositional() ?? throw new CommandArgsException($"missing {what}");
 
     /// <summary>The next positional argument, or null when none is left.</summary>

@@ -28,6 +28,15 @@ public static class RaftvCli
         new("down", "stop the local cluster 'raftv up' runs from a data directory", UpCommand.DownUsage, UpCommand.Down),
         new("node", "run one member of a cluster (etcd's flags: --name, --initial-cluster, --listen-client-urls, ...)", NodeCommand.Usage, NodeCommand.Run),
         new("serve", "the older name of 'node'", NodeCommand.Usage, NodeCommand.Run),
+        new("put", "write a key (etcd v3 API, any endpoint: raftv's or etcd's)", ClientCommands.PutUsage, ClientCommands.Put),
+        new("get", "read a key or a range of keys", ClientCommands.GetUsage, ClientCommands.Get),
+        new("del", "delete a key or a range of keys", ClientCommands.DelUsage, ClientCommands.Del),
+        new("txn", "a transaction: compares, then the operations on success or on failure (stdin as etcdctl txn, or flags)", ClientCommands.TxnUsage, ClientCommands.Txn),
+        new("compact", "compact the key-value history up to a revision", ClientCommands.CompactUsage, ClientCommands.Compact),
+        new("status", "a table of every endpoint: id, version, db size, leader, raft term and indexes", ClientCommands.StatusUsage, ClientCommands.Status),
+        new("endpoint", "etcdctl's spelling: 'endpoint status' (simple output by default)", ClientCommands.StatusUsage, ClientCommands.Endpoint),
+        new("member", "list, add, remove, promote or update members", ClientCommands.MemberUsage, ClientCommands.Member),
+        new("move-leader", "hand leadership to another member", ClientCommands.MoveLeaderUsage, ClientCommands.MoveLeader),
         new("torture", "run a local cluster under injected faults with clients recording a history, then check it", TortureCommand.Usage, TortureCommand.Run),
     ];
 
@@ -40,6 +49,7 @@ public static class RaftvCli
         }
         if (args[0] == "--version") return await Version(new CommandArgs([]), stdout, stderr, ct);
 
+        args = GlobalOptionsAfterCommand(args);
         var command = Commands.FirstOrDefault(c => c.Name == args[0]);
         if (command is null)
         {
@@ -68,6 +78,25 @@ public static class RaftvCli
         }
     }
 
+    /// <summary>
+    /// etcdctl takes its global flags before the command too (raftv --endpoints=X get k): they are moved
+    /// after it, where the command reads them.
+    /// </summary>
+    private static string[] GlobalOptionsAfterCommand(string[] args)
+    {
+        var globals = new List<string>();
+        var i = 0;
+        while (i < args.Length)
+        {
+            var a = args[i];
+            if (ClientCommands.GlobalOptions.Contains(a) && i + 1 < args.Length) { globals.AddRange([a, args[i + 1]]); i += 2; }
+            else if (ClientCommands.GlobalOptions.Any(g => a.StartsWith(g + "=", StringComparison.Ordinal))) { globals.Add(a); i++; }
+            else break;
+        }
+        if (globals.Count == 0 || i >= args.Length) return args;
+        return [args[i], .. args[(i + 1)..], .. globals];
+    }
+
     private static void PrintHelp(TextWriter w)
     {
         w.WriteLine("raftv: RaftVerified, a verified Raft for .NET, and its replicated key-value service.");
@@ -76,7 +105,7 @@ public static class RaftvCli
         w.WriteLine();
         w.WriteLine("commands:");
         foreach (var c in Commands)
-            w.WriteLine($"  {c.Name,-10} {c.Summary}");
+            w.WriteLine($"  {c.Name,-12} {c.Summary}");
         w.WriteLine();
         w.WriteLine("Run 'raftv <command> --help' for the arguments of a command.");
     }
