@@ -14,6 +14,14 @@ internal sealed class EtcdEndpoint(int index, string url) : IDisposable
         Method("Maintenance", "Status", StatusRequest.Parser, StatusResponse.Parser);
     public static readonly GrpcMethod<MoveLeaderRequest, MoveLeaderResponse> MoveLeader =
         Method("Maintenance", "MoveLeader", MoveLeaderRequest.Parser, MoveLeaderResponse.Parser);
+    public static readonly GrpcMethod<MemberAddRequest, MemberAddResponse> MemberAdd =
+        Method("Cluster", "MemberAdd", MemberAddRequest.Parser, MemberAddResponse.Parser);
+    public static readonly GrpcMethod<MemberRemoveRequest, MemberRemoveResponse> MemberRemove =
+        Method("Cluster", "MemberRemove", MemberRemoveRequest.Parser, MemberRemoveResponse.Parser);
+    public static readonly GrpcMethod<MemberPromoteRequest, MemberPromoteResponse> MemberPromote =
+        Method("Cluster", "MemberPromote", MemberPromoteRequest.Parser, MemberPromoteResponse.Parser);
+    public static readonly GrpcMethod<MemberListRequest, MemberListResponse> MemberList =
+        Method("Cluster", "MemberList", MemberListRequest.Parser, MemberListResponse.Parser);
 
     private static GrpcMethod<TReq, TResp> Method<TReq, TResp>(string service, string name,
         Google.Protobuf.MessageParser<TReq> req, Google.Protobuf.MessageParser<TResp> resp)

@@ -12,6 +12,8 @@ internal sealed class NemesisRunner(TortureCluster cluster, IReadOnlyList<FaultS
     /// <summary>Faults injected, by kind/variant.</summary>
     public IReadOnlyDictionary<string, int> Injected => _injected;
     public int Transfers { get; private set; }
+    /// <summary>Membership changes that took effect: spare members added, promoted and removed.</summary>
+    public int MemberChanges { get; private set; }
 
     public async Task RunAsync(Stopwatch clock, CancellationToken stop)
     {
@@ -32,6 +34,7 @@ internal sealed class NemesisRunner(TortureCluster cluster, IReadOnlyList<FaultS
             try
             {
                 if (step.Kind == NemesisKind.Transfer) await StormAsync(step, clock, stop);
+                else if (step.Kind == NemesisKind.Member && step.Variant == "learner" && cluster.SpareId is not null) await PromoteWhenReadyAsync(step, clock, stop);
                 else await Task.Delay(step.Length, stop);
             }
             catch (OperationCanceledException)
@@ -72,6 +75,17 @@ internal sealed class NemesisRunner(TortureCluster cluster, IReadOnlyList<FaultS
                 return "";
             case NemesisKind.Transfer:
                 return "";
+            case NemesisKind.Member:
+                try
+                {
+                    var id = await cluster.AddSpareAsync(step.Variant == "learner", TimeSpan.FromSeconds(10), ct);
+                    MemberChanges++;
+                    return $" (spare member {id:x} added as a {step.Variant})";
+                }
+                catch (Exception e) when (e is GrpcCallException or TimeoutException && !ct.IsCancellationRequested)
+                {
+                    return $" (adding the spare member failed: {e.Message})";
+                }
             default:
                 throw new ArgumentOutOfRangeException(nameof(step));
         }
@@ -93,7 +107,39 @@ internal sealed class NemesisRunner(TortureCluster cluster, IReadOnlyList<FaultS
             case NemesisKind.Postgres:
                 await cluster.StartPostgresAsync(ct);
                 break;
+            case NemesisKind.Member:
+                if (cluster.SpareId is { } id)
+                {
+                    try
+                    {
+                        await cluster.RemoveSpareAsync(TimeSpan.FromSeconds(30), ct);
+                        MemberChanges++;
+                    }
+                    catch (Exception e) when (e is GrpcCallException or TimeoutException)
+                    {
+                        log($"removing the spare member {id:x} failed: {e.Message}");
+                    }
+                }
+                break;
         }
+    }
+
+    /// <summary>While a spare learner is in the cluster, promotes it as soon as the leader allows (it must have caught up).</summary>
+    private async Task PromoteWhenReadyAsync(FaultStep step, Stopwatch clock, CancellationToken stop)
+    {
+        var end = clock.Elapsed + step.Length;
+        while (clock.Elapsed < end && !stop.IsCancellationRequested)
+        {
+            if (await cluster.TryPromoteSpareAsync(stop))
+            {
+                MemberChanges++;
+                log($"{clock.Elapsed.TotalSeconds,7:F1}s spare member {cluster.SpareId:x} promoted to voter");
+                break;
+            }
+            await Task.Delay(300, stop);
+        }
+        var rest = end - clock.Elapsed;
+        if (rest > TimeSpan.Zero) await Task.Delay(rest, stop);
     }
 
     /// <summary>Asks the leader to hand leadership to the step's targets in turn, as fast as it answers.</summary>

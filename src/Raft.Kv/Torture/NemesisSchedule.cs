@@ -63,10 +63,21 @@ public static class NemesisSchedule
         var at = Seconds(random, 1.0, 2.5);
         // Leave the end quiet so the last fault is healed while clients still run.
         var end = duration - TimeSpan.FromSeconds(Math.Min(2, duration.TotalSeconds / 4));
+        // Kinds come in rounds, each round every kind once in a shuffled order, so a short run
+        // still meets every kind it was given.
+        var round = new Queue<NemesisKind>();
         while (true)
         {
-            var kind = kinds[random.Next(kinds.Count)];
+            if (round.Count == 0)
+            {
+                var order = kinds.ToArray();
+                random.Shuffle(order);
+                foreach (var k in order) round.Enqueue(k);
+            }
+            var kind = round.Dequeue();
             var length = Seconds(random, 1.5, 5.0);
+            // A spare member needs the time to start, catch up and be promoted before its removal.
+            if (kind == NemesisKind.Member) length += TimeSpan.FromSeconds(4);
             if (at + length > end) break;
             steps.Add(Make(steps.Count + 1, at, length, kind, nodes, random));
             at += length + Seconds(random, 1.0, 3.0);
@@ -92,6 +103,9 @@ public static class NemesisSchedule
                 return new(number, at, length, kind, "", [.. Enumerable.Range(0, 12).Select(_ => random.Next(nodes))], []);
             case NemesisKind.Partition:
                 return Partition(number, at, length, nodes, random);
+            case NemesisKind.Member:
+                // Long enough for the spare to start, catch up and be promoted before its removal.
+                return new(number, at, length, kind, random.Next(2) == 0 ? "learner" : "voter", [], []);
             default:
                 throw new ArgumentOutOfRangeException(nameof(kind), kind, null);
         }

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using Npgsql;
 using Raft.Storage.Postgres;
+using Raft.Transport.Grpc.Wire;
 
 namespace Raft.Kv.Torture;
 
@@ -25,6 +26,13 @@ internal sealed class TortureCluster : IAsyncDisposable
     private string _adminConnection = "";
     private Task _supervisor = Task.CompletedTask;
     private bool _postgresDown;
+    private string _run = "";
+    private int[] _peerPorts = [];
+    private int _sparePeerPort;
+    private int _spareClientPort;
+    private string _dataDir = "";
+    private int _spareGeneration;
+    private (MemberProcess Process, ulong Id, string Database)? _spare;
 
     private TortureCluster(Action<string> log) => _log = log;
 
@@ -60,10 +68,13 @@ internal sealed class TortureCluster : IAsyncDisposable
             _adminConnection = _postgres.ConnectionString;
             _log($"PostgreSQL {_postgres.ConnectionString} (data in {_postgres.DataDirectory})");
         }
-        var run = Guid.NewGuid().ToString("N")[..10];
+        var run = _run = Guid.NewGuid().ToString("N")[..10];
+        _dataDir = dataDir;
         var n = options.Nodes;
-        var peerPorts = Enumerable.Range(0, n).Select(_ => FreePort()).ToArray();
+        var peerPorts = _peerPorts = Enumerable.Range(0, n).Select(_ => FreePort()).ToArray();
         var clientPorts = Enumerable.Range(0, n).Select(_ => FreePort()).ToArray();
+        _sparePeerPort = FreePort();
+        _spareClientPort = FreePort();
         for (var i = 0; i < n; i++)
         for (var j = 0; j < n; j++)
         {
@@ -163,6 +174,112 @@ internal sealed class TortureCluster : IAsyncDisposable
         _postgresDown = false;
     }
 
+    // ---- the spare member of the membership nemesis ------------------------------------------
+    // It joins through Cluster.MemberAdd with a fresh database and a new id each time, talks to the
+    // others on their real peer addresses (partitions are not applied to it: one fault at a time),
+    // and leaves through MemberRemove, after which it stops by itself as a removed etcd member does.
+
+    /// <summary>The spare's id while it is a member (or being added), else null.</summary>
+    public ulong? SpareId => _spare?.Id;
+
+    /// <summary>Adds the spare (as a learner or a voter) through the leader and starts it; returns its new id.</summary>
+    public async Task<ulong> AddSpareAsync(bool learner, TimeSpan within, CancellationToken ct)
+    {
+        if (_spare is not null) throw new InvalidOperationException("the spare member is already in the cluster");
+        var peerUrl = $"http://127.0.0.1:{_sparePeerPort}";
+        var added = await OnLeaderAsync(EtcdEndpoint.MemberAdd, new Etcd.Serverpb.MemberAddRequest { PeerURLs = { peerUrl }, IsLearner = learner }, within, ct);
+        var id = added.Member.ID;
+        var db = await CreateDatabaseAsync($"torture_{_run}_spare{++_spareGeneration}", ct);
+        var args = new List<string> { "serve", "--id", id.ToString(), "--pg", db, "--stop-on-stdin-eof", "--initial-cluster-state", "existing" };
+        foreach (var m in added.Members)
+        {
+            var client = m.ID == id ? $"http://127.0.0.1:{_spareClientPort}" : m.ClientURLs.FirstOrDefault() ?? "";
+            var peer = m.ID == id ? peerUrl : m.ID >= 1 && m.ID <= (ulong)_peerPorts.Length ? $"http://127.0.0.1:{_peerPorts[m.ID - 1]}" : m.PeerURLs[0];
+            args.AddRange(["--member", $"{m.ID},{peer},{client}"]);
+        }
+        var process = new MemberProcess(_members.Count, id, $"http://127.0.0.1:{_spareClientPort}", args,
+            Path.Combine(_dataDir, $"spare{_spareGeneration}.log"));
+        _spare = (process, id, db);
+        process.Start();
+        return id;
+    }
+
+    /// <summary>Promotes the spare learner; false while it has not caught up (etcd refuses then) or no leader answers.</summary>
+    public async Task<bool> TryPromoteSpareAsync(CancellationToken ct)
+    {
+        if (_spare is not { } spare) return false;
+        try
+        {
+            await OnLeaderAsync(EtcdEndpoint.MemberPromote, new Etcd.Serverpb.MemberPromoteRequest { ID = spare.Id }, TimeSpan.FromSeconds(3), ct);
+            return true;
+        }
+        catch (Exception e) when (e is GrpcCallException or TimeoutException && !ct.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Removes the spare through the leader (retrying until <paramref name="within"/>), then waits for it to stop.</summary>
+    public async Task RemoveSpareAsync(TimeSpan within, CancellationToken ct)
+    {
+        if (_spare is not { } spare) return;
+        try
+        {
+            await OnLeaderAsync(EtcdEndpoint.MemberRemove, new Etcd.Serverpb.MemberRemoveRequest { ID = spare.Id }, within, ct);
+        }
+        catch (GrpcCallException e) when (e.StatusCode == StatusCode.NotFound)
+        {
+            // Already removed: an earlier attempt was applied but its answer lost.
+        }
+        // A removed member stops by itself; give it a moment, then make sure.
+        await spare.Process.StopAsync(TimeSpan.FromSeconds(10));
+        await spare.Process.DisposeAsync();
+        _spare = null;
+        await DropDatabaseAsync(spare.Database);
+    }
+
+    /// <summary>Calls a Cluster method on the member that leads, retrying on refusals and timeouts until <paramref name="within"/>.</summary>
+    private async Task<TResp> OnLeaderAsync<TReq, TResp>(GrpcMethod<TReq, TResp> method, TReq request, TimeSpan within, CancellationToken ct)
+    {
+        var deadline = DateTime.UtcNow + within;
+        Exception? last = null;
+        for (var attempt = 0; ; attempt++)
+        {
+            // The leader when one of the original members leads; otherwise (none known, or the spare
+            // leads) each member in turn: a follower forwards the change to the leader.
+            var target = await LeaderAsync(ct) ?? attempt % _endpoints.Count;
+            try
+            {
+                return await _endpoints[target].CallAsync(method, request, TimeSpan.FromSeconds(3), ct);
+            }
+            catch (GrpcCallException e) when (e.StatusCode is not (StatusCode.NotFound or StatusCode.InvalidArgument))
+            {
+                last = e;
+            }
+            if (DateTime.UtcNow >= deadline)
+                throw last as GrpcCallException ?? (Exception)new TimeoutException($"{method.FullName}: no leader answered within {within.TotalSeconds:0} s");
+            await Task.Delay(300, ct);
+        }
+    }
+
+    private async Task DropDatabaseAsync(string connectionString)
+    {
+        var name = new NpgsqlConnectionStringBuilder(connectionString).Database;
+        try
+        {
+            NpgsqlConnection.ClearAllPools();
+            await using var conn = new NpgsqlConnection(_adminConnection);
+            await conn.OpenAsync();
+            await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)", conn);
+            await drop.ExecuteNonQueryAsync();
+            _databases.Remove(name!);
+        }
+        catch (NpgsqlException e)
+        {
+            _log($"dropping the spare's database {name}: {e.Message} (dropped with the run)");
+        }
+    }
+
     /// <summary>The index of the member some member names as leader, or null.</summary>
     public async Task<int?> LeaderAsync(CancellationToken ct)
     {
@@ -194,6 +311,7 @@ internal sealed class TortureCluster : IAsyncDisposable
     {
         await _stopSupervisor.CancelAsync();
         try { await _supervisor; } catch (Exception) { }
+        if (_spare is { } spare) await spare.Process.DisposeAsync();
         foreach (var e in _endpoints) e.Dispose();
         await Task.WhenAll(_members.Select(m => m.DisposeAsync().AsTask()));
         foreach (var p in _links.Values) await p.DisposeAsync();

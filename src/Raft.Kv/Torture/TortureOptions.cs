@@ -15,6 +15,9 @@ public enum NemesisKind
     Postgres,
     /// <summary>A storm of leadership transfers (Maintenance.MoveLeader).</summary>
     Transfer,
+    /// <summary>Membership changes under load: a spare member is added (as a learner then promoted, or
+    /// as a voter at once), serves for a while, and is removed.</summary>
+    Member,
 }
 
 /// <summary>What one 'raftv torture' run does.</summary>
@@ -55,9 +58,9 @@ public sealed record TortureOptions
             throw new ArgumentException("the attempt timeout must be positive and not longer than the operation budget");
     }
 
-    public const string NemesisNames = "kill, pause, partition, postgres (or pg), transfer; 'all' for every one, 'none' for none";
+    public const string NemesisNames = "kill, pause, partition, postgres (or pg), transfer, member; 'all' for every one, 'none' for none";
 
-    /// <summary>Reads a comma list of nemesis names. Membership changes are not offered: raftv does not serve MemberAdd yet.</summary>
+    /// <summary>Reads a comma list of nemesis names.</summary>
     public static IReadOnlyList<NemesisKind> ParseNemesis(string text, bool ownPostgres)
     {
         var kinds = new List<NemesisKind>();
@@ -66,7 +69,7 @@ public sealed record TortureOptions
             switch (raw.ToLowerInvariant())
             {
                 case "all":
-                    kinds.AddRange([NemesisKind.Kill, NemesisKind.Pause, NemesisKind.Partition, NemesisKind.Transfer]);
+                    kinds.AddRange([NemesisKind.Kill, NemesisKind.Pause, NemesisKind.Partition, NemesisKind.Transfer, NemesisKind.Member]);
                     if (ownPostgres) kinds.Add(NemesisKind.Postgres);
                     break;
                 case "none": break;
@@ -75,8 +78,7 @@ public sealed record TortureOptions
                 case "partition": kinds.Add(NemesisKind.Partition); break;
                 case "postgres" or "pg": kinds.Add(NemesisKind.Postgres); break;
                 case "transfer": kinds.Add(NemesisKind.Transfer); break;
-                case "member" or "membership":
-                    throw new ArgumentException("membership changes are not offered: raftv does not serve Cluster.MemberAdd yet");
+                case "member" or "membership": kinds.Add(NemesisKind.Member); break;
                 default:
                     throw new ArgumentException($"unknown nemesis '{raw}': use {NemesisNames}");
             }

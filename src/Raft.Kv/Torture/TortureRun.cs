@@ -145,6 +145,7 @@ public static class TortureRun
             await faults;
             await progress;
 
+            if (nemesis.MemberChanges > 0) notes.Add($"{nemesis.MemberChanges} membership changes took effect (spare members added, promoted, removed)");
             Log($"{clock.Elapsed.TotalSeconds,7:F1}s load over; healing everything");
             await cluster.HealAllAsync(ct);
             var converged = await ConvergeAsync(cluster, options.ConvergenceTimeout, Log, ct);
