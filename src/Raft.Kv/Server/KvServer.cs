@@ -53,6 +53,7 @@ public sealed class KvServer : IAsyncDisposable
     private bool _wasMember;
     private bool _snapshotAfterConfChange;
     private readonly TaskCompletionSource _removed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly SemaphoreSlim _membershipChange = new(1, 1);
     private Task _publish = Task.CompletedTask;
 
     private KvServer(KvServerOptions options, ILogger logger)
@@ -212,6 +213,7 @@ public sealed class KvServer : IAsyncDisposable
                 var attributes = new Member { ID = self.Id, Name = self.Name, ClientURLs = { self.ClientUrl } };
                 try
                 {
+                    using var exclusive = await BeginMembershipChangeAsync(ct);
                     await ChangeMembershipAsync(UpdateNode(self.Id, attributes),
                         () => Volatile.Read(ref _memberRecords).TryGetValue(self.Id, out var r) && r.Name == self.Name, ct);
                 }
@@ -548,12 +550,49 @@ public sealed class KvServer : IAsyncDisposable
         foreach (var u in list)
         {
             if (!Uri.TryCreate(u, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https")
-                || uri.AbsolutePath != "/" || uri.Port <= 0 || !(uri.Host == "localhost" || IPAddress.TryParse(uri.Host, out _)))
+                || uri.AbsolutePath != "/" || uri.Port <= 0 || Uri.CheckHostName(uri.Host.Trim('[', ']')) == UriHostNameType.Unknown)
                 throw EtcdErrors.MemberBadUrls();
         }
     }
 
     private static string NormalizeUrl(string url) => new Uri(url).GetLeftPart(UriPartial.Authority);
+
+    /// <summary>
+    /// One membership change at a time on this member: raft drops a configuration change proposed
+    /// while another is unapplied, and its request would only time out, so a second change is refused
+    /// at once. (Two changes sent to two different members at the same instant can still race; one of
+    /// them then times out, as in etcd.)
+    /// </summary>
+    internal async Task<IDisposable> BeginMembershipChangeAsync(CancellationToken ct)
+    {
+        if (!await _membershipChange.WaitAsync(0, ct)) throw EtcdErrors.MembershipChangeInProgress();
+        try
+        {
+            if (HasUnappliedConfChange()) throw EtcdErrors.MembershipChangeInProgress();
+        }
+        catch
+        {
+            _membershipChange.Release();
+            throw;
+        }
+        return new MembershipChange(_membershipChange);
+    }
+
+    private sealed class MembershipChange(SemaphoreSlim gate) : IDisposable
+    {
+        private int _released;
+        public void Dispose() { if (Interlocked.Exchange(ref _released, 1) == 0) gate.Release(); }
+    }
+
+    /// <summary>Whether this member's log holds a configuration change that is not applied yet.</summary>
+    private bool HasUnappliedConfChange()
+    {
+        var applied = Volatile.Read(ref _applied);
+        var last = _raftStorage.LastIndex().ResultValue;
+        if (last <= applied) return false;
+        var entries = _raftStorage.Entries(applied + 1, last + 1, ulong.MaxValue);
+        return entries.IsOk && entries.ResultValue.Any(e => !e.Type.IsEntryNormal);
+    }
 
     /// <summary>etcd's strict reconfiguration check: the started voters (those that published their name) must keep a quorum.</summary>
     private void CheckQuorumAfter(int voterDelta, ulong? leaving)
@@ -568,6 +607,7 @@ public sealed class KvServer : IAsyncDisposable
     internal async Task<(Member Added, IReadOnlyList<Member> Members)> AddMemberAsync(IReadOnlyList<string> peerUrls, bool isLearner, CancellationToken ct)
     {
         ValidatePeerUrls(peerUrls);
+        using var exclusive = await BeginMembershipChangeAsync(ct);
         // Checks read the configuration as committed when the request came, not a lagging copy.
         await WaitLinearizableAsync(ct);
         var wanted = peerUrls.Select(NormalizeUrl).ToHashSet();
@@ -591,6 +631,7 @@ public sealed class KvServer : IAsyncDisposable
 
     internal async Task<IReadOnlyList<Member>> RemoveMemberAsync(ulong id, CancellationToken ct)
     {
+        using var exclusive = await BeginMembershipChangeAsync(ct);
         await WaitLinearizableAsync(ct);
         var member = Members().FirstOrDefault(m => m.ID == id) ?? throw EtcdErrors.MemberNotFound();
         if (!member.IsLearner) CheckQuorumAfter(-1, id);
@@ -601,6 +642,7 @@ public sealed class KvServer : IAsyncDisposable
     internal async Task<IReadOnlyList<Member>> UpdateMemberAsync(ulong id, IReadOnlyList<string> peerUrls, CancellationToken ct)
     {
         ValidatePeerUrls(peerUrls);
+        using var exclusive = await BeginMembershipChangeAsync(ct);
         await WaitLinearizableAsync(ct);
         var members = Members();
         if (members.All(m => m.ID != id)) throw EtcdErrors.MemberNotFound();
@@ -652,6 +694,7 @@ public sealed class KvServer : IAsyncDisposable
         if (!status.Progress.TryGetValue(id, out var progress) || progress.Match < leaderMatch * 9 / 10)
             throw EtcdErrors.LearnerNotReady();
         var promoted = new Member { ID = id };
+        using var exclusive = await BeginMembershipChangeAsync(ct);
         await ChangeMembershipAsync(ConfChanges.AddNode(id, promoted.ToByteArray()),
             () => Members().FirstOrDefault(m => m.ID == id) is not { IsLearner: true }, ct);
         return Members();

@@ -40,6 +40,14 @@ public static class EtcdErrors
     public static EtcdException Stopped() => new(StatusCode.Unavailable, "etcdserver: server stopped");
     public static EtcdException Timeout() => new(StatusCode.Unavailable, "etcdserver: request timed out");
     public static EtcdException BadLeaderTransferee() => new(StatusCode.FailedPrecondition, "etcdserver: bad leader transferee");
+    public static EtcdException InvalidSortOption() => new(StatusCode.InvalidArgument, "etcdserver: invalid sort option");
+
+    /// <summary>raftv's own: etcd lets such a request time out (raft drops the second change).</summary>
+    public static EtcdException MembershipChangeInProgress() =>
+        new(StatusCode.FailedPrecondition, "raftv: another membership change is in progress; retry once it has been applied");
+
+    /// <summary>raftv's own: a compare whose target or result is not one of etcd's.</summary>
+    public static EtcdException InvalidCompare(string what) => new(StatusCode.InvalidArgument, $"raftv: invalid compare: {what}");
 
     /// <summary>
     /// raftv keeps only the newest value of each key (no MVCC history), so a read at an older,

@@ -24,6 +24,7 @@ public static class KvApplier
     public static void ValidateRange(RangeRequest r)
     {
         if (r.Key.IsEmpty) throw EtcdErrors.EmptyKey();
+        if (!Enum.IsDefined(r.SortOrder) || !Enum.IsDefined(r.SortTarget)) throw EtcdErrors.InvalidSortOption();
     }
 
     public static void ValidatePut(PutRequest r)
@@ -51,7 +52,12 @@ public static class KvApplier
         var ops = Math.Max(r.Compare.Count, Math.Max(r.Success.Count, r.Failure.Count));
         if (ops > maxTxnOps) throw EtcdErrors.TooManyOps();
         foreach (var c in r.Compare)
+        {
             if (c.Key.IsEmpty) throw EtcdErrors.EmptyKey();
+            // Refused before raft, so a compare no replica can evaluate never reaches the log.
+            if (!Enum.IsDefined(c.Target)) throw EtcdErrors.InvalidCompare($"unknown target {(int)c.Target}");
+            if (!Enum.IsDefined(c.Result)) throw EtcdErrors.InvalidCompare($"unknown result {(int)c.Result}");
+        }
         // As etcd: a nested transaction's budget is what this level leaves.
         foreach (var op in r.Success.Concat(r.Failure)) CheckRequestOp(op, maxTxnOps - ops);
     }
