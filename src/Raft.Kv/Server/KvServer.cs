@@ -10,6 +10,7 @@ using Raft.Kv.State;
 using Raft.Kv.Storage;
 using Raft.Spec;
 using Raft.Storage.Postgres;
+using Raft.Transport.Grpc.Peers;
 using Raft.Transport.Grpc.Wire;
 
 namespace Raft.Kv.Server;
@@ -38,7 +39,8 @@ public sealed class KvServer : IAsyncDisposable
     private PostgresRaftStorage _raftStorage = null!;
     private PostgresKvStore _store = null!;
     private Node _node = null!;
-    private PeerTransport _transport = null!;
+    private RaftTransport _transport = null!;
+    private RaftPeerService _peerService = null!;
     private GrpcServer _peerServer = null!;
     private GrpcServer _clientServer = null!;
     private Task _loop = Task.CompletedTask;
@@ -82,6 +84,15 @@ public sealed class KvServer : IAsyncDisposable
 
     /// <summary>Index of the newest snapshot this member holds (taken or received).</summary>
     internal ulong SnapshotIndex => Volatile.Read(ref _lastSnapshot);
+
+    /// <summary>What arrives from peers: refusals (another cluster, non-members) are counted there.</summary>
+    internal RaftPeerService PeerService => _peerService;
+
+    /// <summary>What goes to peers: dropped messages, snapshots sent and failed.</summary>
+    internal RaftTransport PeerTransport => _transport;
+
+    /// <summary>TLS connections to the peer endpoint refused (no certificate, or one from another authority).</summary>
+    internal long RefusedPeerHandshakes => _peerServer.RefusedHandshakes;
 
     public static async Task<KvServer> StartAsync(KvServerOptions options, ILogger? logger = null, CancellationToken cancellationToken = default)
     {
@@ -145,25 +156,36 @@ public sealed class KvServer : IAsyncDisposable
             ? Node.Start(raftOptions, _raftStorage, _options.Members.Select(m => m.Id), _logger)
             : Node.Restart(raftOptions, _raftStorage, _logger);
 
-        _transport = new PeerTransport(_options.ClusterId, _options.NodeId, PeerAddresses(), () => _node, _logger);
+        // Raft messages go over the library's transport: a stream per peer with a bounded queue
+        // (dropping and reporting the peer unreachable when full), snapshots in chunks with their
+        // outcome reported to raft, and the sender's cluster and membership checked on arrival.
+        _transport = new RaftTransport(new RaftTransportOptions
+        {
+            ClusterId = _options.ClusterId,
+            NodeId = _options.NodeId,
+            SnapshotChunkBytes = _options.PeerSnapshotChunkBytes,
+        }, ReportUnreachable, ReportSnapshot, _logger);
+        _peerService = new RaftPeerService(_options.ClusterId, _options.NodeId, new NodeMessageSink(this), logger: _logger);
         var peerServices = new GrpcServiceRegistry();
-        _transport.Register(peerServices);
+        _peerService.Register(peerServices);
         EtcdServices.RegisterPeer(peerServices, this);
         _peerServer = await GrpcServer.StartAsync(new GrpcServerOptions
         {
             Endpoint = EndpointOf(_options.ListenPeerUrl ?? _options.Self.PeerUrl),
-            MaxReceiveMessageSize = PeerTransport.MaxMessageSize,
-            MaxSendMessageSize = PeerTransport.MaxMessageSize,
+            MaxReceiveMessageSize = PeerMessageLimit,
+            MaxSendMessageSize = PeerMessageLimit,
+            Tls = _options.PeerTls is { } peerTls ? new GrpcTlsFiles(peerTls.CertFile, peerTls.KeyFile, peerTls.TrustedCaFile, peerTls.ClientCertAuth) : null,
         }, peerServices, _logger, ct);
         // etcd clients may name the endpoint by URL in :authority (etcdctl 3.4 'endpoint status' does).
         // As etcd: gRPC takes requests up to the limit plus room for framing; a write above the limit is refused with its own error.
         _clientServer = await GrpcServer.StartAsync(new GrpcServerOptions
             {
                 Endpoint = EndpointOf(_options.ListenClientUrl ?? _options.Self.ClientUrl), AcceptUrlAuthority = true,
+                Tls = _options.ClientTls is { } clientTls ? new GrpcTlsFiles(clientTls.CertFile, clientTls.KeyFile, clientTls.TrustedCaFile, clientTls.ClientCertAuth) : null,
                 MaxReceiveMessageSize = _options.MaxRequestBytes + EtcdServices.GrpcOverheadBytes,
             },
             EtcdServices.Register(new GrpcServiceRegistry(), this), _logger, ct);
-        _transport.Start();
+        _transport.SetPeers(PeerAddresses());
         _loop = Task.Run(() => RunAsync(_stop.Token), CancellationToken.None);
         _publish = Task.Run(() => PublishAttributesAsync(_stop.Token), CancellationToken.None);
     }
@@ -171,9 +193,81 @@ public sealed class KvServer : IAsyncDisposable
     private static Member ToMember(KvMember m) =>
         new() { ID = m.Id, Name = m.Name, PeerURLs = { m.PeerUrl }, ClientURLs = { m.ClientUrl.Length > 0 ? [m.ClientUrl] : [] } };
 
-    private List<KvMember> PeerAddresses() =>
-        [.. Volatile.Read(ref _memberRecords).Values.Where(m => m.PeerURLs.Count > 0)
-            .Select(m => new KvMember(m.ID, m.Name, m.PeerURLs[0], m.ClientURLs.FirstOrDefault() ?? ""))];
+    /// <summary>Largest message between members: a batch of raft messages or a snapshot chunk (batches are kept to a few MiB).</summary>
+    private const int PeerMessageLimit = 64 * 1024 * 1024;
+
+    /// <summary>How to reach each member (this one included; the transport skips it), as the applied member table has it.</summary>
+    private Dictionary<ulong, GrpcClientOptions> PeerAddresses() =>
+        Volatile.Read(ref _memberRecords).Values.Where(m => m.PeerURLs.Count > 0)
+            .ToDictionary(m => m.ID, m => new GrpcClientOptions
+            {
+                Address = new Uri(m.PeerURLs[0]),
+                Tls = _options.PeerTls is { } tls ? new GrpcTlsFiles(tls.CertFile, tls.KeyFile, tls.TrustedCaFile) : null,
+                MaxSendMessageSize = PeerMessageLimit,
+                MaxReceiveMessageSize = PeerMessageLimit,
+                ConnectTimeout = TimeSpan.FromSeconds(2),
+            });
+
+    /// <summary>Options to dial another member's client URL (a follower forwarding to the leader), with this member's client TLS files.</summary>
+    private GrpcClientOptions ClientDialOptions(string url)
+    {
+        var uri = new Uri(url);
+        var tls = _options.ClientTls is { } t && uri.Scheme == Uri.UriSchemeHttps ? new GrpcTlsFiles(t.CertFile, t.KeyFile, t.TrustedCaFile) : null;
+        return new GrpcClientOptions { Address = uri, Tls = tls };
+    }
+
+    private void ReportUnreachable(ulong peer)
+    {
+        try
+        {
+            _node.ReportUnreachable(peer);
+        }
+        catch (NodeStoppedException)
+        {
+            // Stopping: nobody is left to tell.
+        }
+    }
+
+    private void ReportSnapshot(ulong peer, bool taken)
+    {
+        try
+        {
+            _node.ReportSnapshot(peer, taken ? SnapshotStatus.SnapshotFinish : SnapshotStatus.SnapshotFailure);
+        }
+        catch (NodeStoppedException)
+        {
+        }
+    }
+
+    /// <summary>
+    /// Where the peer endpoint hands raft messages: stepped into the node, in order. A sender is a
+    /// member when the applied member table or configuration names it (a member that joins starts
+    /// with no configuration, but with the member table it was given).
+    /// </summary>
+    private sealed class NodeMessageSink(KvServer server) : IRaftMessageSink
+    {
+        public bool IsMember(ulong nodeId)
+        {
+            if (Volatile.Read(ref server._memberRecords).ContainsKey(nodeId)) return true;
+            var cs = Volatile.Read(ref server._confState);
+            return cs.Voters.Contains(nodeId) || cs.Learners.Contains(nodeId) || cs.VotersOutgoing.Contains(nodeId) || cs.LearnersNext.Contains(nodeId);
+        }
+
+        public async ValueTask DeliverAsync(ulong from, IReadOnlyList<Message> messages, CancellationToken cancellationToken)
+        {
+            try
+            {
+                foreach (var m in messages) await server._node.StepAsync(m, cancellationToken);
+            }
+            catch (NodeStoppedException e)
+            {
+                throw new GrpcCallException(StatusCode.Unavailable, $"member {server._options.NodeId:x} is stopping", e);
+            }
+        }
+
+        public async ValueTask DeliverSnapshotAsync(ulong from, Message message, CancellationToken cancellationToken) =>
+            await DeliverAsync(from, [message], cancellationToken);
+    }
 
     private async Task ReloadMembersAsync(CancellationToken ct)
     {
@@ -672,7 +766,7 @@ public sealed class KvServer : IAsyncDisposable
         if (!status.IsLeader)
         {
             var leader = Members().FirstOrDefault(m => m.ID == status.Lead && m.ClientURLs.Count > 0) ?? throw EtcdErrors.NoLeader();
-            using var client = new GrpcClient(new GrpcClientOptions { Address = new Uri(leader.ClientURLs[0]) });
+            using var client = new GrpcClient(ClientDialOptions(leader.ClientURLs[0]));
             var response = await client.UnaryAsync(EtcdServices.PromoteMethod, new MemberPromoteRequest { ID = id },
                 new GrpcCallOptions(Timeout: _options.RequestTimeout, CancellationToken: ct));
             // Answer once this member has applied the promotion too, so its member list agrees.
