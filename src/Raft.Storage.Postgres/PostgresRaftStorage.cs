@@ -21,6 +21,8 @@ namespace Raft.Storage.Postgres;
 public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
 {
     private readonly NpgsqlDataSource _dataSource;
+    /// <summary>Connections that commit without waiting for the WAL flush: saves that need no sync (Ready.MustSync false).</summary>
+    private readonly NpgsqlDataSource _relaxedSource;
     private readonly NpgsqlConnectionStringBuilder _where;
     private readonly PostgresRaftStorageOptions _options;
     private readonly ILogger _logger;
@@ -34,10 +36,11 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
     private PostgresStorageException? _fault;
     private bool _disposed;
 
-    private PostgresRaftStorage(NpgsqlDataSource dataSource, NpgsqlConnectionStringBuilder where, long groupId,
+    private PostgresRaftStorage(NpgsqlDataSource dataSource, NpgsqlDataSource relaxedSource, NpgsqlConnectionStringBuilder where, long groupId,
         PostgresRaftStorageOptions options, ILogger logger, MemoryStorage state, long writeSeq)
     {
         _dataSource = dataSource;
+        _relaxedSource = relaxedSource;
         _where = where;
         GroupId = groupId;
         _options = options;
@@ -80,10 +83,11 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
         var where = new NpgsqlConnectionStringBuilder { Host = csb.Host, Port = csb.Port, Database = csb.Database, Username = csb.Username };
         // The same few statements run for every save: prepared once per connection, they skip parsing and planning.
         if (csb.MaxAutoPrepare == 0) csb.MaxAutoPrepare = 32;
-        if (options.ForceSynchronousCommit)
-            csb.Options = (csb.Options is { Length: > 0 } o ? o + " " : "") + "-c synchronous_commit=on";
-
+        var baseOptions = csb.Options is { Length: > 0 } o ? o + " " : "";
+        if (options.ForceSynchronousCommit) csb.Options = baseOptions + "-c synchronous_commit=on";
         var dataSource = NpgsqlDataSource.Create(csb);
+        csb.Options = baseOptions + "-c synchronous_commit=off";
+        var relaxedSource = NpgsqlDataSource.Create(csb);
         try
         {
             await using var conn = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
@@ -91,11 +95,12 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
             var (state, seq) = await LoadAsync(conn, SchemaMigrations.Quote(options.Schema), groupId, cancellationToken).ConfigureAwait(false);
             logger.LogInformation("opened Raft group {GroupId}: entries {First}..{Last}, snapshot at {SnapshotIndex}, write_seq {Seq}",
                 groupId, state.FirstIndex, state.LastIndex, MemoryStorageModule.snapshot(state).Metadata.Index, seq);
-            return new PostgresRaftStorage(dataSource, where, groupId, options, logger, state, seq);
+            return new PostgresRaftStorage(dataSource, relaxedSource, where, groupId, options, logger, state, seq);
         }
         catch (Exception e)
         {
             await dataSource.DisposeAsync().ConfigureAwait(false);
+            await relaxedSource.DisposeAsync().ConfigureAwait(false);
             if (e is OperationCanceledException && cancellationToken.IsCancellationRequested) throw;
             throw PostgresErrors.Map(e, where, $"opening Raft group {groupId}");
         }
@@ -173,10 +178,22 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
     /// saves <paramref name="hardState"/> (when given), all in one transaction. Returns only once
     /// PostgreSQL has committed it; throws otherwise, and then none of it is visible.
     /// </summary>
-    public Task SaveAsync(HardState? hardState, Entry[] entries, SpecSnapshot? snapshot = null, CancellationToken cancellationToken = default)
+    public Task SaveAsync(HardState? hardState, Entry[] entries, SpecSnapshot? snapshot = null, CancellationToken cancellationToken = default) =>
+        SaveAsync(hardState, entries, snapshot, mustSync: true, cancellationToken);
+
+    /// <summary>
+    /// As <see cref="SaveAsync(HardState?, Entry[], SpecSnapshot?, CancellationToken)"/>; with
+    /// <paramref name="mustSync"/> false (etcd's Ready.MustSync: no entries, term and vote unchanged,
+    /// only the commit index moved) the transaction commits without waiting for its WAL flush, as
+    /// etcd writes such a HardState to its WAL without fsync. A crash may then lose the newer commit
+    /// index, which raft learns again from the leader; the next synchronous commit makes it durable.
+    /// Entries and snapshots are always synchronous.
+    /// </summary>
+    public Task SaveAsync(HardState? hardState, Entry[] entries, SpecSnapshot? snapshot, bool mustSync, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(entries);
         CheckEntries(entries);
+        var relaxed = !mustSync && entries.Length == 0 && snapshot is null;
         return WriteAsync(state =>
         {
             var batch = new WriteBatch();
@@ -209,7 +226,7 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
                     [GroupId, Ordered(hardState.Term, "term"), Bits(hardState.Vote), Ordered(hardState.Commit, "commit index")]));
             }
             return (state, batch);
-        }, cancellationToken);
+        }, cancellationToken, relaxed);
     }
 
     /// <summary>Replaces the whole state with the snapshot's (etcd's ApplySnapshot); an older one is
@@ -306,7 +323,7 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
         public bool IsEmpty => Before.Count == 0 && Append.Length == 0 && After.Count == 0;
     }
 
-    private async Task WriteAsync(Func<MemoryStorage, (MemoryStorage Next, WriteBatch Batch)> plan, CancellationToken ct)
+    private async Task WriteAsync(Func<MemoryStorage, (MemoryStorage Next, WriteBatch Batch)> plan, CancellationToken ct, bool relaxed = false)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         await _writeLock.WaitAsync(ct).ConfigureAwait(false);
@@ -321,7 +338,7 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
                 Volatile.Write(ref _state, next);
                 return;
             }
-            await CommitAsync(batch, next, ct).ConfigureAwait(false);
+            await CommitAsync(batch, next, relaxed ? _relaxedSource : _dataSource, ct).ConfigureAwait(false);
             _writeSeq++;
             Volatile.Write(ref _state, next);
         }
@@ -331,7 +348,7 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
         }
     }
 
-    private async Task CommitAsync(WriteBatch batch, MemoryStorage next, CancellationToken ct)
+    private async Task CommitAsync(WriteBatch batch, MemoryStorage next, NpgsqlDataSource source, CancellationToken ct)
     {
         var deadline = Stopwatch.StartNew();
         var doing = $"saving Raft group {GroupId}";
@@ -340,13 +357,13 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
             NpgsqlConnection conn;
             try
             {
-                conn = await _dataSource.OpenConnectionAsync(ct).ConfigureAwait(false);
+                conn = await source.OpenConnectionAsync(ct).ConfigureAwait(false);
             }
             catch (Exception e) when (PostgresErrors.IsConnectionFailure(e) && !ct.IsCancellationRequested)
             {
                 // Nothing was sent: retrying on a new connection is safe.
                 if (deadline.Elapsed >= _options.RetryTimeout) throw PostgresErrors.Map(e, _where, doing);
-                _dataSource.Clear();
+                source.Clear();
                 await Task.Delay(_options.RetryDelay, ct).ConfigureAwait(false);
                 continue;
             }
@@ -373,7 +390,7 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
                     _pending = (next, _writeSeq);
                     _logger.LogWarning(e, "{Doing}: outcome of the commit unknown; reading it back", doing);
                     if (e is OperationCanceledException && ct.IsCancellationRequested) throw;
-                    _dataSource.Clear();
+                    source.Clear();
                     var committed = await TryResolvePendingAsync(deadline, ct).ConfigureAwait(false);
                     if (committed is null)
                         throw new PostgresStorageException(PostgresStorageErrorKind.CommitOutcomeUnknown,
@@ -525,6 +542,14 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
     public FSharpResult<ulong, StorageError> FirstIndex() => Current.FirstIndex();
     public FSharpResult<SpecSnapshot, StorageError> Snapshot() => Current.Snapshot();
 
+    /// <summary>synchronous_commit as saves run with it, by their mustSync.</summary>
+    internal async Task<string> CommitSettingAsync(bool mustSync, CancellationToken ct = default)
+    {
+        await using var conn = await (mustSync ? _dataSource : _relaxedSource).OpenConnectionAsync(ct).ConfigureAwait(false);
+        await using var cmd = new NpgsqlCommand("SHOW synchronous_commit", conn);
+        return (string)(await cmd.ExecuteScalarAsync(ct).ConfigureAwait(false))!;
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (_disposed) return;
@@ -533,6 +558,7 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
         try
         {
             await _dataSource.DisposeAsync().ConfigureAwait(false);
+            await _relaxedSource.DisposeAsync().ConfigureAwait(false);
         }
         finally
         {

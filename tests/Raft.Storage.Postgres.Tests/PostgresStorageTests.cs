@@ -13,6 +13,24 @@ public class PostgresStorageTests
         (await TestDatabase.ConnectionStringAsync(), new PostgresRaftStorageOptions { Schema = TestDatabase.NewSchema() });
 
     [Fact]
+    public async Task A_save_that_need_not_sync_commits_asynchronously_and_is_read_back()
+    {
+        var (cs, options) = await NewSchemaAsync();
+        await using (var s = await PostgresRaftStorage.OpenAsync(cs, 1, options))
+        {
+            Assert.Equal("on", await s.CommitSettingAsync(mustSync: true));
+            Assert.Equal("off", await s.CommitSettingAsync(mustSync: false));
+            await s.SaveAsync(new HardState(2, 1, 0), [new Entry(2, 1, EntryType.EntryNormal, [1]), new Entry(2, 2, EntryType.EntryNormal, [2])], null, mustSync: true);
+            // Only the commit index moved: etcd's Ready.MustSync is false.
+            await s.SaveAsync(new HardState(2, 1, 2), [], null, mustSync: false);
+            Assert.Equal(2UL, s.InitialState().ResultValue.Item1.Commit);
+        }
+        await using var reopened = await PostgresRaftStorage.OpenAsync(cs, 1, options);
+        Assert.Equal(new HardState(2, 1, 2), reopened.InitialState().ResultValue.Item1);
+        Assert.Equal(2UL, reopened.LastIndex().ResultValue);
+    }
+
+    [Fact]
     public async Task Groups_in_one_database_do_not_see_each_other()
     {
         var (cs, options) = await NewSchemaAsync();

@@ -351,7 +351,7 @@ public sealed class KvServer : IAsyncDisposable
                 // their votes and acknowledgements promise durable state.
                 var leaderSends = Volatile.Read(ref _leader) == _options.NodeId;
                 if (leaderSends) foreach (var m in rd.PeerMessages) _transport.Send(m);
-                await _raftStorage.SaveAsync(rd.HardState, [.. rd.Entries], snapshot, ct);
+                await _raftStorage.SaveAsync(rd.HardState, [.. rd.Entries], snapshot, rd.MustSync, ct);
                 if (snapshot is not null)
                 {
                     await _store.ImportSnapshotAsync(new MemoryStream(snapshot.Data), ct);
