@@ -135,6 +135,11 @@ internal static class NodeCommand
         {
             throw new NodeStartException($"{name}: PostgreSQL: {e.Message}");
         }
+        catch (Raft.Storage.Postgres.PostgresStorageException e)
+        {
+            // The raft log's storage says what went wrong (unreachable, no such database, ...) and what to do.
+            throw new NodeStartException($"{name}: PostgreSQL: {e.Message}");
+        }
     }
 
     /// <summary>Cancelled by Ctrl-C or SIGTERM.</summary>

@@ -107,5 +107,37 @@ internal static class EtcdServices
         {
             throw e.ToGrpc();
         }
+        catch (Exception e) when (StorageUnreachable(e) is { } reason)
+        {
+            // The member cannot serve now, but another may (or this one shortly): clients retry
+            // UNAVAILABLE elsewhere, as for etcd's own "server stopped" or "request timed out".
+            throw new GrpcCallException(StatusCode.Unavailable, $"raftv: PostgreSQL is unavailable to this member: {reason}", e);
+        }
+    }
+
+    /// <summary>
+    /// Why <paramref name="error"/> (or one of its causes) says PostgreSQL cannot be reached or is
+    /// not accepting work (connection refused or broken, timeout, shutdown, too many connections);
+    /// null for any other error, which stays a server fault.
+    /// </summary>
+    private static string? StorageUnreachable(Exception error)
+    {
+        for (var e = error; e is not null; e = e.InnerException)
+        {
+            switch (e)
+            {
+                case Raft.Storage.Postgres.PostgresStorageException { Kind: Raft.Storage.Postgres.PostgresStorageErrorKind.Unreachable } storage:
+                    return storage.Message;
+                case Npgsql.PostgresException server when server.IsTransient || server.SqlState.StartsWith("08", StringComparison.Ordinal)
+                                                         || server.SqlState.StartsWith("57P", StringComparison.Ordinal):
+                    return $"{server.SqlState}: {server.MessageText}";
+                case Npgsql.PostgresException:
+                    return null;
+                case Npgsql.NpgsqlException client:
+                    // Raised by the client library itself: the connection failed, broke or timed out.
+                    return client.InnerException is { } cause ? $"{client.Message} ({cause.Message})" : client.Message;
+            }
+        }
+        return null;
     }
 }
