@@ -20,12 +20,14 @@ internal static class UpCommand
 {
     public const string UpUsage =
         "raftv up [--nodes N] [--data-dir DIR] [--detach] [--host 127.0.0.1] [--client-ports P1,P2,...] [--peer-ports P1,P2,...]\n"
-        + "          [--pg CONNSTRING] [--max-request-bytes N]\n"
+        + "          [--pg CONNSTRING] [--max-request-bytes N] [--tls]\n"
         + "  Members listen for clients on 2379, 22379, 32379, 42379... and for peers on 2380, 22380, 32380... (etcd's local\n"
         + "  cluster ports) unless --client-ports/--peer-ports say otherwise. Everything lives in DIR (default ./.raftv): the\n"
         + "  cluster's members (cluster.json), a private PostgreSQL (pg/, unless --pg names a server) and logs (logs/).\n"
         + "  Running 'up' again on the same DIR restarts the same members on their data. --detach runs the cluster in the\n"
-        + "  background and returns once it has a leader; 'raftv down' stops it. Without --detach, Ctrl-C stops it.";
+        + "  background and returns once it has a leader; 'raftv down' stops it. Without --detach, Ctrl-C stops it.\n"
+        + "  --tls: a private CA and certificates in DIR/tls; members talk mutual TLS, clients TLS (https:// endpoints);\n"
+        + "  the etcdctl flags to use are printed. A cluster made with --tls keeps it.";
 
     public const string DownUsage = "raftv down [--data-dir DIR]\n  stops the cluster 'raftv up' runs from DIR (default ./.raftv); its data is kept";
 
@@ -37,13 +39,13 @@ internal static class UpCommand
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
 
     /// <summary>The members 'up' runs, as cluster.json keeps them.</summary>
-    internal sealed record UpState(string Token, string? Pg, List<UpMember> Members);
+    internal sealed record UpState(string Token, string? Pg, List<UpMember> Members, bool Tls = false);
 
     /// <summary>One member; <see cref="Removed"/> once 'member remove' took it out (it is not started again).</summary>
     internal sealed record UpMember(ulong Id, string Name, string PeerUrl, string ClientUrl, bool Removed = false);
 
     /// <summary>The settings of one 'up', as given on the command line.</summary>
-    private sealed record UpSettings(int? Nodes, string DataDir, string Host, int[]? ClientPorts, int[]? PeerPorts, string? Pg, int? MaxRequestBytes)
+    private sealed record UpSettings(int? Nodes, string DataDir, string Host, int[]? ClientPorts, int[]? PeerPorts, string? Pg, int? MaxRequestBytes, bool Tls)
     {
         /// <summary>The same settings as arguments, for the background process of --detach.</summary>
         public List<string> ToArgs()
@@ -54,6 +56,7 @@ internal static class UpCommand
             if (PeerPorts is { } p) args.AddRange(["--peer-ports", string.Join(',', p)]);
             if (Pg is not null) args.AddRange(["--pg", Pg]);
             if (MaxRequestBytes is { } m) args.AddRange(["--max-request-bytes", m.ToString()]);
+            if (Tls) args.Add("--tls");
             return args;
         }
     }
@@ -91,8 +94,9 @@ internal static class UpCommand
         var pg = args.Option("--pg");
         var maxRequestBytes = args.IntOption("--max-request-bytes");
         if (maxRequestBytes is 0) throw new CommandArgsException("--max-request-bytes must be positive");
+        var tls = args.Flag("--tls");
         args.EnsureNoneLeft();
-        var settings = new UpSettings(nodes, dataDir, host, clientPorts, peerPorts, pg, maxRequestBytes);
+        var settings = new UpSettings(nodes, dataDir, host, clientPorts, peerPorts, pg, maxRequestBytes, tls);
 
         if (RunningSupervisor(dataDir) is { } running)
             throw new UpException($"a cluster is already running from {dataDir} (pid {running}); stop it with: raftv down --data-dir {dataDir}");
@@ -111,10 +115,11 @@ internal static class UpCommand
             throw new CommandArgsException($"--nodes {n} needs --client-ports and --peer-ports: the default ports serve at most {MaxDefaultPortNodes} members");
         var all = (s.ClientPorts ?? []).Concat(s.PeerPorts ?? []).ToList();
         if (all.Distinct().Count() != all.Count) throw new CommandArgsException("--client-ports and --peer-ports must all differ");
+        var scheme = s.Tls ? "https" : "http";
         var members = Enumerable.Range(0, n).Select(i => new UpMember((ulong)(i + 1), $"node{i + 1}",
-            $"http://{HostForUrl(s.Host)}:{s.PeerPorts?[i] ?? DefaultPort(i, peer: true)}",
-            $"http://{HostForUrl(s.Host)}:{s.ClientPorts?[i] ?? DefaultPort(i, peer: false)}")).ToList();
-        return new UpState(Guid.NewGuid().ToString("N")[..8], s.Pg, members);
+            $"{scheme}://{HostForUrl(s.Host)}:{s.PeerPorts?[i] ?? DefaultPort(i, peer: true)}",
+            $"{scheme}://{HostForUrl(s.Host)}:{s.ClientPorts?[i] ?? DefaultPort(i, peer: false)}")).ToList();
+        return new UpState(Guid.NewGuid().ToString("N")[..8], s.Pg, members, s.Tls);
     }
 
     private static string HostForUrl(string host) => host.Contains(':') ? $"[{host}]" : host;
@@ -129,6 +134,8 @@ internal static class UpCommand
             throw new CommandArgsException($"{dataDir} holds a cluster whose client ports are {string.Join(',', state.Members.Select(m => new Uri(m.ClientUrl).Port))} {hint}");
         if (s.PeerPorts is { } p && !p.SequenceEqual(state.Members.Select(m => new Uri(m.PeerUrl).Port)))
             throw new CommandArgsException($"{dataDir} holds a cluster whose peer ports are {string.Join(',', state.Members.Select(m => new Uri(m.PeerUrl).Port))} {hint}");
+        if (s.Tls && !state.Tls)
+            throw new CommandArgsException($"{dataDir} holds a cluster made without --tls; --tls does not match {hint}");
         if (s.Pg is not null && s.Pg != state.Pg)
             throw new CommandArgsException($"{dataDir} holds a cluster kept in {(state.Pg is null ? "its private PostgreSQL" : "another PostgreSQL")}; --pg does not match {hint}");
     }
@@ -243,6 +250,8 @@ internal static class UpCommand
                 pg = local.ConnectionString;
                 stdout.WriteLine($"PostgreSQL: {pg} (data in {dataDir})");
             }
+            // TLS files are made once and kept with the cluster (a member's certificate is renewed when it is about to expire).
+            var certificates = state.Tls ? LocalClusterCertificates.Prepare(Path.Combine(dataDir, "tls"), live.Select(m => m.Name), address) : null;
             if (existing is null) SaveState(dataDir, state);
             stdout.WriteLine(existing is null
                 ? $"starting a new cluster of {live.Count} members in {dataDir}"
@@ -253,11 +262,12 @@ internal static class UpCommand
                 var db = await PrivatePostgres.EnsureDatabaseAsync(pg, $"raftv_{state.Token}_{m.Name}", stop.Token);
                 var argv = new List<string> { "serve", "--id", m.Id.ToString(), "--name", m.Name, "--pg", db, "--stop-on-stdin-eof" };
                 if (settings.MaxRequestBytes is { } max) argv.AddRange(["--max-request-bytes", max.ToString()]);
+                if (certificates is not null) argv.AddRange(certificates.NodeArgs(m.Name));
                 foreach (var x in live) argv.AddRange(["--member", $"{x.Id},{x.PeerUrl},{x.ClientUrl}"]);
                 children.Add(StartChild(m, argv, Path.Combine(dataDir, "logs", $"{m.Name}.log"), stdout, stderr));
             }
 
-            if (await WaitReadyAsync(children, stop.Token) is { } failure)
+            if (await WaitReadyAsync(children, certificates?.ClientGrpc, stop.Token) is { } failure)
             {
                 if (stop.IsCancellationRequested) return 0;
                 stderr.WriteLine($"raftv up: {failure}; stopping the cluster (logs in {Path.Combine(dataDir, "logs")})");
@@ -265,7 +275,9 @@ internal static class UpCommand
             }
             var endpoints = string.Join(",", live.Select(m => m.ClientUrl));
             stdout.WriteLine($"client endpoints: {endpoints}");
-            stdout.WriteLine($"try: raftv --endpoints={endpoints} status   (or etcdctl --endpoints={endpoints} endpoint status)");
+            var tlsFlags = certificates is null ? "" : " " + certificates.ClientFlags;
+            stdout.WriteLine($"try: raftv --endpoints={endpoints}{tlsFlags} status   (or etcdctl --endpoints={endpoints}{tlsFlags} endpoint status)");
+            if (certificates is not null) stdout.WriteLine($"TLS: peers mutual TLS, clients TLS; etcdctl flags: {certificates.ClientFlags}");
             stdout.WriteLine("cluster ready");
             stdout.WriteLine("Ctrl-C (or 'raftv down') stops the cluster.");
             stdout.Flush();
@@ -313,7 +325,7 @@ internal static class UpCommand
     }
 
     /// <summary>Until every member serves and one of them knows a leader; null when ready, else why not.</summary>
-    private static async Task<string?> WaitReadyAsync(List<Child> children, CancellationToken ct)
+    private static async Task<string?> WaitReadyAsync(List<Child> children, GrpcTlsFiles? tls, CancellationToken ct)
     {
         var deadline = DateTime.UtcNow + ReadyTimeout;
         var status = GrpcMethod.Protobuf(GrpcMethodType.Unary, "etcdserverpb.Maintenance", "Status", StatusRequest.Parser, StatusResponse.Parser);
@@ -327,7 +339,7 @@ internal static class UpCommand
                 {
                     try
                     {
-                        using var client = new GrpcClient(ClientOptions(c.Member.ClientUrl));
+                        using var client = new GrpcClient(ClientOptions(c.Member.ClientUrl, tls));
                         var s = await client.UnaryAsync(status, new StatusRequest(), new GrpcCallOptions(Timeout: TimeSpan.FromSeconds(2), CancellationToken: ct));
                         if (s.Leader != 0) return null;
                     }
@@ -342,8 +354,8 @@ internal static class UpCommand
     }
 
     /// <summary>How 'up' reaches a member's client endpoint (its readiness check).</summary>
-    private static GrpcClientOptions ClientOptions(string clientUrl) =>
-        new() { Address = new Uri(clientUrl), ConnectTimeout = TimeSpan.FromSeconds(2) };
+    private static GrpcClientOptions ClientOptions(string clientUrl, GrpcTlsFiles? tls) =>
+        new() { Address = new Uri(clientUrl), Tls = clientUrl.StartsWith("https:", StringComparison.Ordinal) ? tls : null, ConnectTimeout = TimeSpan.FromSeconds(2) };
 
     private static Child StartChild(UpMember member, List<string> argv, string logPath, TextWriter stdout, TextWriter stderr)
     {
@@ -433,6 +445,8 @@ internal static class UpCommand
                 var endpoints = (await File.ReadAllTextAsync(readyPath, ct)).Trim();
                 stdout.WriteLine($"cluster ready (pid {pid}, data and logs in {dataDir})");
                 stdout.WriteLine($"client endpoints: {endpoints}");
+                if (LoadState(dataDir) is { Tls: true })
+                    stdout.WriteLine($"TLS: peers mutual TLS, clients TLS; etcdctl flags: {LocalClusterCertificates.ClientFlagsIn(Path.Combine(dataDir, "tls"))}");
                 stdout.WriteLine($"stop it with: raftv down --data-dir {dataDir}");
                 return 0;
             }

@@ -27,6 +27,30 @@ public sealed class LocalCertificateAuthority : IDisposable
     /// <summary>The authority's certificate: what peers and clients trust (etcd's --trusted-ca-file, etcdctl's --cacert).</summary>
     public string CertificateFile => Path.Combine(Directory, "ca.pem");
 
+    private string KeyFile => Path.Combine(Directory, "ca-key.pem");
+
+    /// <summary>
+    /// The authority kept in <paramref name="directory"/> (ca.pem and ca-key.pem), or a new one when
+    /// there is none or it expires within a day.
+    /// </summary>
+    public static LocalCertificateAuthority OpenOrCreate(string directory, string name = "raftv local CA")
+    {
+        var certificateFile = Path.Combine(directory, "ca.pem");
+        var keyFile = Path.Combine(directory, "ca-key.pem");
+        if (File.Exists(certificateFile) && File.Exists(keyFile))
+        {
+            var certificate = X509CertificateLoader.LoadCertificateFromFile(certificateFile);
+            if (certificate.NotAfter.ToUniversalTime() > DateTime.UtcNow.AddDays(1))
+            {
+                var key = ECDsa.Create();
+                key.ImportFromPem(File.ReadAllText(keyFile));
+                return new LocalCertificateAuthority(directory, certificate, key);
+            }
+            certificate.Dispose();
+        }
+        return Create(directory, name);
+    }
+
     /// <summary>Creates a new authority in <paramref name="directory"/> (created if missing), valid for <paramref name="validity"/>.</summary>
     public static LocalCertificateAuthority Create(string directory, string name = "raftv local CA", TimeSpan? validity = null)
     {
@@ -40,9 +64,32 @@ public sealed class LocalCertificateAuthority : IDisposable
         var certificate = request.CreateSelfSigned(now.AddMinutes(-5), now + (validity ?? TimeSpan.FromDays(365)));
         var authority = new LocalCertificateAuthority(directory, certificate, key);
         File.WriteAllText(authority.CertificateFile, certificate.ExportCertificatePem());
-        WritePrivate(Path.Combine(directory, "ca-key.pem"), key.ExportPkcs8PrivateKeyPem());
+        WritePrivate(authority.KeyFile, key.ExportPkcs8PrivateKeyPem());
         return authority;
     }
+
+    /// <summary>
+    /// NAME.pem and NAME-key.pem as <see cref="Issue"/> writes them, reused when they exist, were
+    /// signed by this authority, name every address asked for and stay valid for another day.
+    /// </summary>
+    public TlsFiles Ensure(string name, bool clientCertAuth, IEnumerable<IPAddress>? addresses = null)
+    {
+        var wanted = new[] { IPAddress.Loopback }.Concat(addresses ?? []).Distinct().ToList();
+        var certificateFile = Path.Combine(Directory, $"{name}.pem");
+        var keyFile = Path.Combine(Directory, $"{name}-key.pem");
+        if (File.Exists(certificateFile) && File.Exists(keyFile))
+        {
+            using var existing = X509CertificateLoader.LoadCertificateFromFile(certificateFile);
+            var names = existing.Extensions.OfType<X509SubjectAlternativeNameExtension>().SelectMany(e => e.EnumerateIPAddresses()).ToHashSet();
+            if (existing.Issuer == _certificate.Subject && existing.NotAfter.ToUniversalTime() > DateTime.UtcNow.AddDays(1)
+                && wanted.All(names.Contains) && GrpcTlsChains(existing))
+                return new TlsFiles(certificateFile, keyFile, CertificateFile, clientCertAuth);
+        }
+        return Issue(name, clientCertAuth, wanted);
+    }
+
+    private bool GrpcTlsChains(X509Certificate2 certificate) =>
+        Raft.Transport.Grpc.Wire.GrpcTlsFiles.ChainsTo(certificate, [_certificate], out _);
 
     /// <summary>
     /// Issues a certificate named <paramref name="name"/> for 127.0.0.1, localhost and
@@ -89,4 +136,39 @@ public sealed class LocalCertificateAuthority : IDisposable
         _certificate.Dispose();
         _key.Dispose();
     }
+}
+
+/// <summary>
+/// What 'raftv up --tls' runs a local cluster with, under one folder: a private authority, a
+/// certificate per member (its peer endpoint requires peers' certificates from the authority; its
+/// client endpoint serves TLS to any client), and a client certificate for etcdctl and raftv.
+/// </summary>
+public sealed record LocalClusterCertificates(string AuthorityFile, IReadOnlyDictionary<string, TlsFiles> Members, TlsFiles Client)
+{
+    /// <summary>Makes (or reuses) the files in <paramref name="directory"/> for members <paramref name="names"/> reached at <paramref name="host"/>.</summary>
+    public static LocalClusterCertificates Prepare(string directory, IEnumerable<string> names, IPAddress host)
+    {
+        using var authority = LocalCertificateAuthority.OpenOrCreate(directory);
+        var addresses = IPAddress.Any.Equals(host) || IPAddress.IPv6Any.Equals(host) ? [] : new[] { host };
+        var members = names.ToDictionary(n => n, n => authority.Ensure(n, clientCertAuth: true, addresses));
+        return new LocalClusterCertificates(authority.CertificateFile, members, authority.Ensure("client", clientCertAuth: false, addresses));
+    }
+
+    /// <summary>The flags of 'raftv node' (etcd's) that run member <paramref name="name"/> with mutual TLS between peers and TLS for clients.</summary>
+    public IEnumerable<string> NodeArgs(string name)
+    {
+        var m = Members[name];
+        return ["--cert-file", m.CertFile, "--key-file", m.KeyFile, "--trusted-ca-file", AuthorityFile,
+            "--peer-cert-file", m.CertFile, "--peer-key-file", m.KeyFile, "--peer-trusted-ca-file", AuthorityFile, "--peer-client-cert-auth"];
+    }
+
+    /// <summary>etcdctl's (and raftv's client commands') flags to reach the cluster.</summary>
+    public string ClientFlags => $"--cacert={AuthorityFile} --cert={Client.CertFile} --key={Client.KeyFile}";
+
+    /// <summary><see cref="ClientFlags"/> of the files <see cref="Prepare"/> made in <paramref name="directory"/>.</summary>
+    public static string ClientFlagsIn(string directory) =>
+        $"--cacert={Path.Combine(directory, "ca.pem")} --cert={Path.Combine(directory, "client.pem")} --key={Path.Combine(directory, "client-key.pem")}";
+
+    /// <summary>The client certificate for our own gRPC client.</summary>
+    public Raft.Transport.Grpc.Wire.GrpcTlsFiles ClientGrpc => new(Client.CertFile, Client.KeyFile, AuthorityFile);
 }
