@@ -183,6 +183,10 @@ public class PeerTransportTests(ITestOutputHelper output)
         lock (snapshots) Assert.Equal([false], snapshots);
         Assert.True(server.PeerService.RefusedNonMember >= 2, "the snapshot was not counted as refused");
 
+        // A peer URL this cluster cannot dial (https:// without peer TLS) is refused before it reaches raft.
+        var https = await Assert.ThrowsAsync<GrpcCallException>(() => client.MemberAddAsync($"https://127.0.0.1:{ClusterKit.FreePort()}", learner: true));
+        Assert.Equal((StatusCode.InvalidArgument, "etcdserver: given member URLs are invalid"), (https.StatusCode, https.StatusMessage));
+
         var status = await client.StatusAsync();
         Assert.Equal((term, 1UL), (status.RaftTerm, status.Leader));
         Assert.True(server.SnapshotIndex < 1000);

@@ -196,17 +196,35 @@ public sealed class KvServer : IAsyncDisposable
     /// <summary>Largest message between members: a batch of raft messages or a snapshot chunk (batches are kept to a few MiB).</summary>
     private const int PeerMessageLimit = 64 * 1024 * 1024;
 
+    /// <summary>The scheme of the peer URLs this member dials: https with peer TLS, http without.</summary>
+    private string PeerScheme => _options.PeerTls is null ? Uri.UriSchemeHttp : Uri.UriSchemeHttps;
+
     /// <summary>How to reach each member (this one included; the transport skips it), as the applied member table has it.</summary>
-    private Dictionary<ulong, GrpcClientOptions> PeerAddresses() =>
-        Volatile.Read(ref _memberRecords).Values.Where(m => m.PeerURLs.Count > 0)
-            .ToDictionary(m => m.ID, m => new GrpcClientOptions
+    private Dictionary<ulong, GrpcClientOptions> PeerAddresses()
+    {
+        var addresses = new Dictionary<ulong, GrpcClientOptions>();
+        foreach (var m in Volatile.Read(ref _memberRecords).Values.Where(m => m.PeerURLs.Count > 0))
+        {
+            // A URL this member cannot dial (https:// without peer TLS, or http:// with it) is skipped
+            // and said, never fatal: the table may predate a change of this member's TLS settings.
+            if (!Uri.TryCreate(m.PeerURLs[0], UriKind.Absolute, out var url) || url.Scheme != PeerScheme)
             {
-                Address = new Uri(m.PeerURLs[0]),
+                if (m.ID != _options.NodeId)
+                    _logger.LogWarning("member {Id:x}: peer URL {Url} of member {Peer:x} is not {Scheme}://; no messages are sent to it",
+                        _options.NodeId, m.PeerURLs[0], m.ID, PeerScheme);
+                continue;
+            }
+            addresses[m.ID] = new GrpcClientOptions
+            {
+                Address = url,
                 Tls = _options.PeerTls is { } tls ? new GrpcTlsFiles(tls.CertFile, tls.KeyFile, tls.TrustedCaFile) : null,
                 MaxSendMessageSize = PeerMessageLimit,
                 MaxReceiveMessageSize = PeerMessageLimit,
                 ConnectTimeout = TimeSpan.FromSeconds(2),
-            });
+            };
+        }
+        return addresses;
+    }
 
     /// <summary>Options to dial another member's client URL (a follower forwarding to the leader), with this member's client TLS files.</summary>
     private GrpcClientOptions ClientDialOptions(string url)
@@ -637,7 +655,7 @@ public sealed class KvServer : IAsyncDisposable
         }
     }
 
-    private static void ValidatePeerUrls(IEnumerable<string> urls)
+    private void ValidatePeerUrls(IEnumerable<string> urls)
     {
         var list = urls.ToList();
         if (list.Count == 0) throw EtcdErrors.MemberBadUrls();
@@ -646,6 +664,8 @@ public sealed class KvServer : IAsyncDisposable
             if (!Uri.TryCreate(u, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https")
                 || uri.AbsolutePath != "/" || uri.Port <= 0 || Uri.CheckHostName(uri.Host.Trim('[', ']')) == UriHostNameType.Unknown)
                 throw EtcdErrors.MemberBadUrls();
+            // Members dial each other with one scheme: https:// with peer TLS, http:// without.
+            if (uri.Scheme != PeerScheme) throw EtcdErrors.MemberBadUrls();
         }
     }
 
