@@ -33,6 +33,8 @@ public class CliNodeTests
         Assert.Equal(128, p.MaxTxnOps);
         Assert.Equal(TimeSpan.FromMilliseconds(100), p.HeartbeatInterval);
         Assert.Equal(10, p.ElectionTicks);
+        Assert.Equal(10_000, p.AutoCompactionRetention);
+        Assert.Equal(0, Plan(["--auto-compaction-retention", "0", "--auto-compaction-mode", "revision"]).AutoCompactionRetention);
     }
 
     [Fact]
@@ -94,6 +96,7 @@ public class CliNodeTests
         Assert.Contains("give either --id/--member", Refused(["--id", "1", "--member", "1,http://127.0.0.1:1,http://127.0.0.1:2", "--initial-cluster", "a=http://127.0.0.1:1"]));
         Assert.Contains("--member needs --id", Refused(["--member", "1,http://127.0.0.1:1,http://127.0.0.1:2"]));
         Assert.Contains("--member-id 'xyz' is not a member id", Refused(["--member-id", "xyz"]));
+        Assert.Contains("--auto-compaction-mode must be revision, not 'periodic'", Refused(["--auto-compaction-mode", "periodic"]));
 
         var file = Path.GetTempFileName();
         try

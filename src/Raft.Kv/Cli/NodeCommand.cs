@@ -23,6 +23,7 @@ internal static class NodeCommand
         + "             [--listen-client-urls URL] [--advertise-client-urls URL] [--listen-peer-urls URL] [--initial-advertise-peer-urls URL]\n"
         + "             [--initial-cluster NAME=PEER_URL,...] [--initial-cluster-state new|existing] [--initial-cluster-token TOKEN] [--member-id HEX]\n"
         + "             [--heartbeat-interval MS] [--election-timeout MS] [--snapshot-count N] [--max-request-bytes N] [--max-txn-ops N]\n"
+        + "             [--auto-compaction-retention REVISIONS (default 10000; 0 keeps all history)]\n"
         + "             [--cert-file F --key-file F [--trusted-ca-file F] [--client-cert-auth]]\n"
         + "             [--peer-cert-file F --peer-key-file F --peer-trusted-ca-file F [--peer-client-cert-auth]] [--config-file FILE.json]\n"
         + "  Every setting may also come from the environment (RAFTV_NAME, RAFTV_INITIAL_CLUSTER, ...) or a JSON file (--config-file,\n"
@@ -199,6 +200,7 @@ internal sealed record NodePlan
     public ulong SnapshotCount { get; init; } = 10_000;
     public int MaxRequestBytes { get; init; } = NodeCommand.DefaultMaxRequestBytes;
     public int MaxTxnOps { get; init; } = KvApplier.DefaultMaxTxnOps;
+    public long AutoCompactionRetention { get; init; } = 10_000;
     public TlsFiles? ClientTls { get; init; }
     public TlsFiles? PeerTls { get; init; }
     /// <summary>Whether the data directory is ours to write member.json to (not for the older spelling without --data-dir).</summary>
@@ -223,6 +225,9 @@ internal sealed record NodePlan
         var maxTxnOps = c.Long("max-txn-ops", KvApplier.DefaultMaxTxnOps, 1);
         if (maxTxnOps > int.MaxValue) throw new CommandArgsException($"--max-txn-ops ({maxTxnOps}) is too large");
         var snapshotCount = c.Long("snapshot-count", 10_000, 1);
+        if (c.Get("auto-compaction-mode") is { } mode && mode != "revision")
+            throw new CommandArgsException($"{c.SourceOf("auto-compaction-mode")} must be revision, not '{mode}': raftv keeps a number of revisions");
+        var retention = c.Long("auto-compaction-retention", 10_000, 0);
 
         var state = c.Get("initial-cluster-state") ?? "new";
         if (state is not ("new" or "existing"))
@@ -296,6 +301,7 @@ internal sealed record NodePlan
             SnapshotCount = (ulong)snapshotCount,
             MaxRequestBytes = (int)maxRequest,
             MaxTxnOps = (int)maxTxnOps,
+            AutoCompactionRetention = retention,
             ClientTls = clientTls,
             PeerTls = peerTls,
             KeepsIdentity = explicitIdentity is null || c.Has("data-dir"),
@@ -523,6 +529,7 @@ internal sealed record NodePlan
         Compaction = new LogCompactionPolicy(SnapshotCount, SnapshotCount / 2),
         Store = new Raft.Kv.Storage.PostgresKvStoreOptions { MaxTxnOps = MaxTxnOps },
         MaxRequestBytes = MaxRequestBytes,
+        AutoCompactionRetention = AutoCompactionRetention,
         ListenClientUrl = ListenClientUrl,
         ListenPeerUrl = ListenPeerUrl,
         ClientTls = ClientTls,

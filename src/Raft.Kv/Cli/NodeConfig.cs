@@ -33,6 +33,8 @@ internal sealed class NodeConfig
         ["snapshot-count"] = false,
         ["max-request-bytes"] = false,
         ["max-txn-ops"] = false,
+        ["auto-compaction-mode"] = false,
+        ["auto-compaction-retention"] = false,
         ["cert-file"] = false,
         ["key-file"] = false,
         ["trusted-ca-file"] = false,

@@ -57,6 +57,7 @@ public sealed class KvServer : IAsyncDisposable
     private readonly TaskCompletionSource _removed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly SemaphoreSlim _membershipChange = new(1, 1);
     private Task _publish = Task.CompletedTask;
+    private Task _compactor = Task.CompletedTask;
 
     private KvServer(KvServerOptions options, ILogger logger)
     {
@@ -188,6 +189,7 @@ public sealed class KvServer : IAsyncDisposable
         _transport.SetPeers(PeerAddresses());
         _loop = Task.Run(() => RunAsync(_stop.Token), CancellationToken.None);
         _publish = Task.Run(() => PublishAttributesAsync(_stop.Token), CancellationToken.None);
+        if (_options.AutoCompactionRetention > 0) _compactor = Task.Run(() => AutoCompactAsync(_stop.Token), CancellationToken.None);
     }
 
     private static Member ToMember(KvMember m) =>
@@ -332,6 +334,54 @@ public sealed class KvServer : IAsyncDisposable
                 catch (EtcdException e)
                 {
                     _logger.LogDebug("publishing the attributes of {Id:x} failed, will retry: {Error}", self.Id, e.Message);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+        catch (NodeStoppedException)
+        {
+        }
+    }
+
+    /// <summary>
+    /// etcd's revision auto-compaction: the leader keeps the last <see cref="KvServerOptions.AutoCompactionRetention"/>
+    /// revisions of history by proposing Compact through raft, so every member compacts at the same
+    /// revision. It compacts once a tenth of the retention has accumulated, not at every write.
+    /// </summary>
+    private async Task AutoCompactAsync(CancellationToken ct)
+    {
+        var retention = _options.AutoCompactionRetention;
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(_options.AutoCompactionInterval, ct);
+                if (Volatile.Read(ref _leader) != _options.NodeId) continue;
+                KvStoreState state;
+                try
+                {
+                    state = await _store.ReadStateAsync(ct);
+                }
+                catch (Npgsql.NpgsqlException e)
+                {
+                    _logger.LogDebug("auto compaction: the store cannot be read now: {Error}", e.Message);
+                    continue;
+                }
+                var target = state.Revision - retention;
+                if (target <= state.CompactRevision + Math.Max(1, retention / 10)) continue;
+                try
+                {
+                    var result = await WriteAsync(new KvCommand { Compact = new CompactionRequest { Revision = target } }, ct);
+                    if (result.ResultCase == KvResult.ResultOneofCase.Error)
+                        _logger.LogDebug("auto compaction to {Revision} refused: {Error}", target, result.Error.Message);
+                    else
+                        _logger.LogInformation("member {Id:x}: compacted the history to revision {Revision} (keeping {Retention})", _options.NodeId, target, retention);
+                }
+                catch (Exception e) when (e is EtcdException or Npgsql.NpgsqlException or KvStoreException)
+                {
+                    _logger.LogDebug("auto compaction to {Revision} failed, will retry: {Error}", target, e.Message);
                 }
             }
         }
@@ -835,6 +885,7 @@ public sealed class KvServer : IAsyncDisposable
         if (_node is not null) await _node.StopAsync();
         try { await _loop; } catch (Exception e) { _logger.LogDebug("raft loop ended: {Error}", e.Message); }
         try { await _publish; } catch (Exception e) { _logger.LogDebug("attribute publishing ended: {Error}", e.Message); }
+        try { await _compactor; } catch (Exception e) { _logger.LogDebug("auto compaction ended: {Error}", e.Message); }
         if (_transport is not null) await _transport.DisposeAsync();
         if (_peerServer is not null) await _peerServer.DisposeAsync();
         if (_store is not null) await _store.DisposeAsync();

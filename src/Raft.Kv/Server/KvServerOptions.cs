@@ -67,6 +67,14 @@ public sealed record KvServerOptions
     /// <summary>Size of the chunks a snapshot is sent to a peer in (tests make it small to send many).</summary>
     internal int PeerSnapshotChunkBytes { get; init; } = 1024 * 1024;
 
+    /// <summary>
+    /// Revisions of key history kept for reads at past revisions (etcd's --auto-compaction-mode=revision
+    /// --auto-compaction-retention): the leader compacts older ones through raft. 0 keeps everything
+    /// until a client compacts.
+    /// </summary>
+    public long AutoCompactionRetention { get; init; } = 10_000;
+    /// <summary>How often the leader checks whether to compact.</summary>
+    public TimeSpan AutoCompactionInterval { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>etcd's --max-request-bytes: a write whose request is larger is refused ("request is too large").</summary>
     public int MaxRequestBytes { get; init; } = 1536 * 1024;
     /// <summary>Where the client endpoint listens (etcd's --listen-client-urls); null: <see cref="Self"/>'s client URL.</summary>
@@ -113,6 +121,8 @@ public sealed record KvServerOptions
         if (TickInterval <= TimeSpan.Zero) throw new ArgumentException("TickInterval must be positive");
         if (RequestTimeout <= TimeSpan.Zero) throw new ArgumentException("RequestTimeout must be positive");
         if (MaxRequestBytes < 1) throw new ArgumentException($"MaxRequestBytes must be positive, not {MaxRequestBytes}");
+        if (AutoCompactionRetention < 0) throw new ArgumentException($"AutoCompactionRetention must not be negative, not {AutoCompactionRetention}");
+        if (AutoCompactionInterval <= TimeSpan.Zero) throw new ArgumentException($"AutoCompactionInterval must be positive, not {AutoCompactionInterval}");
         Compaction.Validate();
         Store.Validate();
     }

@@ -50,8 +50,8 @@ public static class EtcdErrors
     public static EtcdException InvalidCompare(string what) => new(StatusCode.InvalidArgument, $"raftv: invalid compare: {what}");
 
     /// <summary>
-    /// raftv keeps only the newest value of each key (no MVCC history), so a read at an older,
-    /// uncompacted revision cannot be answered; etcd would answer it.
+    /// A read at a revision from before this store kept history (a store created by a raftv that kept
+    /// only the newest value of each key): it cannot be answered, though it is not compacted.
     /// </summary>
     public static EtcdException HistoryNotKept(long revision, long current) =>
         new(StatusCode.Unimplemented, $"raftv: reads at past revisions are not kept (asked {revision}, current {current})");

@@ -13,6 +13,12 @@ public interface IKvView
 
     /// <summary>The live keys of the range, in ascending key order. Callers must not modify the records.</summary>
     IEnumerable<KeyValue> Scan(KeyRange range);
+
+    /// <summary>
+    /// The keys as they were at <paramref name="revision"/> (at least <see cref="CompactRevision"/>, at most
+    /// <see cref="Revision"/>), or null when this view keeps no history reaching that far back.
+    /// </summary>
+    IKvView? AtRevision(long revision) => revision == Revision ? this : null;
 }
 
 public static class KvViewExtensions

@@ -145,9 +145,9 @@ public static class KvApplier
     public static RangeResponse Range(IKvView view, RangeRequest r)
     {
         ValidateRange(r);
-        CheckReadRevision(view, r.Revision);
+        var source = ReadView(view, r.Revision);
         var range = KeyRange.FromEtcd(r.Key, r.RangeEnd);
-        var all = range.IsEmpty ? [] : view.Scan(range).ToList();
+        var all = range.IsEmpty ? [] : source.Scan(range).ToList();
         var response = new RangeResponse { Header = new ResponseHeader { Revision = view.Revision }, Count = all.Count };
         if (r.CountOnly) return response;
 
@@ -202,13 +202,21 @@ public static class KvApplier
         return response;
     }
 
-    private static void CheckReadRevision(IKvView view, long revision)
+    /// <summary>
+    /// The view a read at <paramref name="revision"/> sees (0: the current one), with etcd's errors: a
+    /// revision after the current one is in the future; one before the compaction point was
+    /// compacted (the compaction point itself is still readable).
+    /// </summary>
+    private static IKvView ReadView(IKvView view, long revision)
     {
-        if (revision <= 0 || revision == view.Revision) return;
+        if (revision <= 0 || revision == view.Revision) return view;
         if (revision > view.Revision) throw EtcdErrors.FutureRevision();
-        if (revision <= view.CompactRevision) throw EtcdErrors.Compacted();
-        throw EtcdErrors.HistoryNotKept(revision, view.Revision);
+        if (revision < view.CompactRevision) throw EtcdErrors.Compacted();
+        return view.AtRevision(revision) ?? throw EtcdErrors.HistoryNotKept(revision, view.Revision);
     }
+
+    /// <summary>Whether a read at <paramref name="revision"/> of <paramref name="view"/> can be served (as <see cref="ReadView"/> decides).</summary>
+    public static void CheckReadRevision(IKvView view, long revision) => ReadView(view, revision);
 
     // ---- Writes ----
 
@@ -411,6 +419,28 @@ public static class KvApplier
         }
     }
 
+    /// <summary>
+    /// The ranges the command's transactions read at a past revision (range operations with a
+    /// revision): a store loads the keys' versions as of those revisions too.
+    /// </summary>
+    public static IReadOnlyList<(KeyRange Range, long Revision)> PastReads(KvCommand command)
+    {
+        var reads = new List<(KeyRange, long)>();
+        if (command.RequestCase == KvCommand.RequestOneofCase.Txn) AddPastReads(command.Txn, reads);
+        return reads;
+    }
+
+    private static void AddPastReads(TxnRequest r, List<(KeyRange, long)> reads)
+    {
+        foreach (var op in r.Success.Concat(r.Failure))
+        {
+            if (op.RequestCase == RequestOp.RequestOneofCase.RequestRange && op.RequestRange.Revision > 0)
+                reads.Add((KeyRange.FromEtcd(op.RequestRange.Key, op.RequestRange.RangeEnd), op.RequestRange.Revision));
+            else if (op.RequestCase == RequestOp.RequestOneofCase.RequestTxn)
+                AddPastReads(op.RequestTxn, reads);
+        }
+    }
+
     /// <summary>One command's writes over the base view; reads through it see the writes so far.</summary>
     private sealed class Execution(IKvView view)
     {
@@ -457,6 +487,9 @@ public static class KvApplier
     {
         public long Revision => exec.Revision;
         public long CompactRevision => exec.Base.CompactRevision;
+
+        // Past revisions are before this command's writes: the base's history answers them.
+        public IKvView? AtRevision(long revision) => revision == Revision ? this : exec.Base.AtRevision(revision);
 
         public IEnumerable<KeyValue> Scan(KeyRange range)
         {

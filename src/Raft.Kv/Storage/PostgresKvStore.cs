@@ -13,7 +13,8 @@ using Raft.Spec;
 namespace Raft.Kv.Storage;
 
 /// <summary>The applied state of one group: store revision, compaction point, and the last applied log entry.</summary>
-public sealed record KvStoreState(long Revision, long CompactRevision, ulong AppliedIndex, ulong AppliedTerm);
+/// <param name="HistoryFrom">Reads at revisions below this one cannot be answered: the store kept no history before it (a store of schema 1).</param>
+public sealed record KvStoreState(long Revision, long CompactRevision, ulong AppliedIndex, ulong AppliedTerm, long HistoryFrom = 0);
 
 /// <summary>
 /// What applying one log entry gave: the command and its result for a key-value entry
@@ -45,9 +46,10 @@ public sealed class KvApplyGapException(long groupId, ulong appliedIndex, ulong 
 /// </summary>
 public sealed class PostgresKvStore : IAsyncDisposable
 {
-    private const int SchemaVersion = 1;
+    private const int SchemaVersion = 2;
     private const int MaxSnapshotRecord = 64 * 1024 * 1024;
-    private const uint SnapshotFormat = 1;
+    /// <summary>Format 2 adds the keys' history; format 1 (no history) is still read.</summary>
+    private const uint SnapshotFormat = 2;
 
     private readonly NpgsqlDataSource _dataSource;
     /// <summary>Connections for apply transactions: <see cref="PostgresKvStoreOptions.AsynchronousApplyCommit"/>.</summary>
@@ -146,7 +148,31 @@ public sealed class PostgresKvStore : IAsyncDisposable
                     PRIMARY KEY (group_id, request_id)
                 );
                 CREATE INDEX kv_applied_requests_age ON {_q}.kv_applied_requests (group_id, proposed_at_unix_ms);
-                INSERT INTO {_q}.kv_schema (version) VALUES ({SchemaVersion});
+                INSERT INTO {_q}.kv_schema (version) VALUES (1);
+                """, ct).ConfigureAwait(false);
+            version = 1;
+        }
+        if (version < 2)
+        {
+            // Schema 2: every version of every key since the compaction point (a deletion is a
+            // version 0 record, etcd's tombstone), for reads at past revisions. The newest version of
+            // a live key is always there, so history alone answers any revision it covers. Stores of
+            // schema 1 kept only the newest values: their history starts at their revision.
+            await ExecAsync(conn, tx, $"""
+                CREATE TABLE {_q}.kv_history (
+                    group_id        bigint NOT NULL,
+                    key             bytea  NOT NULL,
+                    mod_revision    bigint NOT NULL,
+                    create_revision bigint NOT NULL,
+                    version         bigint NOT NULL,
+                    value           bytea  NOT NULL,
+                    PRIMARY KEY (group_id, key, mod_revision)
+                );
+                ALTER TABLE {_q}.kv_groups ADD COLUMN history_from bigint NOT NULL DEFAULT 0;
+                INSERT INTO {_q}.kv_history (group_id, key, mod_revision, create_revision, version, value)
+                  SELECT group_id, key, mod_revision, create_revision, version, value FROM {_q}.kv_keys;
+                UPDATE {_q}.kv_groups SET history_from = revision;
+                INSERT INTO {_q}.kv_schema (version) VALUES (2);
                 """, ct).ConfigureAwait(false);
         }
         // The cluster's members as configuration changes left them (raft's ConfState says who votes).
@@ -177,13 +203,13 @@ public sealed class PostgresKvStore : IAsyncDisposable
     private async Task<KvStoreState> ReadStateAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, bool forUpdate, CancellationToken ct)
     {
         await using var cmd = new NpgsqlCommand(
-            $"SELECT revision, compact_revision, applied_index, applied_term FROM {_q}.kv_groups WHERE group_id = $1{(forUpdate ? " FOR UPDATE" : "")}",
+            $"SELECT revision, compact_revision, applied_index, applied_term, history_from FROM {_q}.kv_groups WHERE group_id = $1{(forUpdate ? " FOR UPDATE" : "")}",
             conn, tx);
         cmd.Parameters.Add(new() { Value = GroupId });
         await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
         if (!await r.ReadAsync(ct).ConfigureAwait(false))
             throw new KvStoreException($"key-value group {GroupId} has no row in {_options.Schema}.kv_groups");
-        return new KvStoreState(r.GetInt64(0), r.GetInt64(1), (ulong)r.GetInt64(2), (ulong)r.GetInt64(3));
+        return new KvStoreState(r.GetInt64(0), r.GetInt64(1), (ulong)r.GetInt64(2), (ulong)r.GetInt64(3), r.GetInt64(4));
     }
 
     // ---- applying committed entries -----------------------------------------------------
@@ -236,10 +262,11 @@ public sealed class PostgresKvStore : IAsyncDisposable
         }
         if (fresh.Count == 0) return applied;
 
-        var working = new MemoryKvState(state.Revision, state.CompactRevision);
+        var working = new MemoryKvState(state.Revision, state.CompactRevision, state.HistoryFrom);
         var known = await PrefetchAsync(conn, tx, fresh.Where(f => f.Command is not null).Select(f => f.Command!).ToList(), working, ct)
             .ConfigureAwait(false);
         var writes = new KvChanges(state.Revision, state.CompactRevision);
+        var history = new List<KeyValue>();
         var requests = new Dictionary<ByteString, (long ProposedAt, ulong Index, KvResult Result)>();
         foreach (var (entry, command, done) in fresh)
         {
@@ -264,6 +291,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             {
                 if (kv is null) writes.Delete(key);
                 else writes.Put(kv);
+                history.Add(kv ?? new KeyValue { Key = ByteString.CopyFrom(key), ModRevision = changes.Revision });
             }
             if (!c.RequestId.IsEmpty)
             {
@@ -272,7 +300,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             }
             applied.Add(new AppliedEntry(entry.Index, entry.Term, c, result, false));
         }
-        await WriteBatchAsync(conn, tx, writes, requests, ct).ConfigureAwait(false);
+        await WriteBatchAsync(conn, tx, writes, history, requests, ct).ConfigureAwait(false);
         var view = new StateCursor(working.Revision, working.CompactRevision);
 
         if (applied.Count == 0) return applied;
@@ -300,7 +328,37 @@ public sealed class PostgresKvStore : IAsyncDisposable
         }
         if (beforeCommit is not null) await beforeCommit(ct).ConfigureAwait(false);
         await tx.CommitAsync(ct).ConfigureAwait(false);
+        if (view.CompactRevision > state.CompactRevision) await PurgeHistoryAsync(view.CompactRevision, ct).ConfigureAwait(false);
         return applied;
+    }
+
+    /// <summary>
+    /// Drops the versions no read can see any more: those at or before <paramref name="compactRevision"/>
+    /// with a newer version at or before it, and deletions at or before it. Reads below the compaction
+    /// point are refused whatever is left, so when this runs (or whether it finished before a crash)
+    /// changes no answer; the next compaction takes what is left.
+    /// </summary>
+    private async Task PurgeHistoryAsync(long compactRevision, CancellationToken ct)
+    {
+        try
+        {
+            await using var conn = await _dataSource.OpenConnectionAsync(ct).ConfigureAwait(false);
+            await using var cmd = new NpgsqlCommand(
+                $"""
+                 DELETE FROM {_q}.kv_history h WHERE h.group_id = $1 AND h.mod_revision <= $2
+                   AND (h.version = 0 OR EXISTS (SELECT 1 FROM {_q}.kv_history n
+                        WHERE n.group_id = $1 AND n.key = h.key AND n.mod_revision > h.mod_revision AND n.mod_revision <= $2))
+                 """, conn);
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = compactRevision });
+            var purged = await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+            _logger.LogDebug("compacted the history of group {GroupId} to revision {Revision}: {Rows} versions dropped", GroupId, compactRevision, purged);
+        }
+        catch (NpgsqlException e)
+        {
+            _logger.LogWarning("compacting the history of group {GroupId} to revision {Revision} failed (the next compaction retries): {Error}",
+                GroupId, compactRevision, e.Message);
+        }
     }
 
     private sealed class StateCursor(long revision, long compactRevision)
@@ -346,6 +404,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
                 else ranges.Add(range);
             }
         var ids = commands.Where(c => !c.RequestId.IsEmpty).Select(c => c.RequestId.ToByteArray()).ToArray();
+        var pastReads = commands.SelectMany(KvApplier.PastReads).Where(p => !p.Range.IsEmpty).Distinct().ToList();
 
         await using var batch = new NpgsqlBatch(conn, tx);
         const string columns = "key, create_revision, mod_revision, version, value";
@@ -366,6 +425,8 @@ public sealed class PostgresKvStore : IAsyncDisposable
             batch.BatchCommands.Add(cmd);
         }
         var keyQueries = batch.BatchCommands.Count;
+        foreach (var (range, revision) in pastReads) batch.BatchCommands.Add(VersionsAt(range, revision));
+        var versionQueries = batch.BatchCommands.Count;
         if (ids.Length > 0)
         {
             var cmd = new NpgsqlBatchCommand(
@@ -383,17 +444,52 @@ public sealed class PostgresKvStore : IAsyncDisposable
             while (await r.ReadAsync(ct).ConfigureAwait(false))
             {
                 if (i < keyQueries) working.Load(ReadKeyValue(r));
+                else if (i < versionQueries) working.LoadVersion(ReadKeyValue(r));
                 else known[ByteString.CopyFrom(r.GetFieldValue<byte[]>(0))] = (r.GetInt64(1), KvResult.Parser.ParseFrom(r.GetFieldValue<byte[]>(2)));
             }
         }
         return known;
     }
 
-    /// <summary>One round trip: the batch's final key writes and the results of its request ids.</summary>
-    private async Task WriteBatchAsync(NpgsqlConnection conn, NpgsqlTransaction tx, KvChanges writes,
+    /// <summary>Each key's newest version (a deletion included) at or before <paramref name="revision"/> in <paramref name="range"/>.</summary>
+    private NpgsqlBatchCommand VersionsAt(KeyRange range, long revision)
+    {
+        var where = range.IsSingleKey ? "key = $2" : range.IsUnbounded ? "key >= $2" : "key >= $2 AND key < $3";
+        var cmd = new NpgsqlBatchCommand(
+            $"""
+             SELECT DISTINCT ON (key) key, create_revision, mod_revision, version, value FROM {_q}.kv_history
+             WHERE group_id = $1 AND {where} AND mod_revision <= ${(range.IsSingleKey || range.IsUnbounded ? 3 : 4)}
+             ORDER BY key, mod_revision DESC
+             """);
+        cmd.Parameters.Add(new() { Value = GroupId });
+        cmd.Parameters.Add(new() { Value = range.Start, NpgsqlDbType = NpgsqlDbType.Bytea });
+        if (!range.IsSingleKey && !range.IsUnbounded) cmd.Parameters.Add(new() { Value = range.End!, NpgsqlDbType = NpgsqlDbType.Bytea });
+        cmd.Parameters.Add(new() { Value = revision });
+        return cmd;
+    }
+
+    /// <summary>One round trip: the batch's final key writes, every version it wrote, and the results of its request ids.</summary>
+    private async Task WriteBatchAsync(NpgsqlConnection conn, NpgsqlTransaction tx, KvChanges writes, List<KeyValue> history,
         Dictionary<ByteString, (long ProposedAt, ulong Index, KvResult Result)> requests, CancellationToken ct)
     {
         await using var batch = new NpgsqlBatch(conn, tx);
+        if (history.Count > 0)
+        {
+            // A replay after a PostgreSQL crash writes the same versions again: they are already there or identical.
+            var cmd = new NpgsqlBatchCommand(
+                $"""
+                 INSERT INTO {_q}.kv_history (group_id, key, mod_revision, create_revision, version, value)
+                 SELECT $1, * FROM unnest($2::bytea[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bytea[])
+                 ON CONFLICT (group_id, key, mod_revision) DO NOTHING
+                 """);
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = history.Select(p => p.Key.ToByteArray()).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+            cmd.Parameters.Add(new() { Value = history.Select(p => p.ModRevision).ToArray() });
+            cmd.Parameters.Add(new() { Value = history.Select(p => p.CreateRevision).ToArray() });
+            cmd.Parameters.Add(new() { Value = history.Select(p => p.Version).ToArray() });
+            cmd.Parameters.Add(new() { Value = history.Select(p => p.Value.ToByteArray()).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+            batch.BatchCommands.Add(cmd);
+        }
         var puts = writes.Writes.Where(w => w.Value is not null).Select(w => w.Value!).ToList();
         var deletes = writes.Writes.Where(w => w.Value is null).Select(w => w.Key).ToArray();
         if (deletes.Length > 0)
@@ -554,6 +650,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
              SELECT pg_database_size(current_database()),
                     pg_total_relation_size('{_q}.kv_keys') + pg_total_relation_size('{_q}.kv_applied_requests')
                     + pg_total_relation_size('{_q}.kv_members') + pg_total_relation_size('{_q}.kv_groups')
+                    + pg_total_relation_size('{_q}.kv_history')
              """, conn);
         await using var r = await cmd.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         await r.ReadAsync(cancellationToken).ConfigureAwait(false);
@@ -624,8 +721,20 @@ public sealed class PostgresKvStore : IAsyncDisposable
         await using var tx = await conn.BeginTransactionAsync(IsolationLevel.RepeatableRead, cancellationToken).ConfigureAwait(false);
         var state = await ReadStateAsync(conn, tx, forUpdate: false, cancellationToken).ConfigureAwait(false);
         if (state.AppliedIndex < minAppliedIndex) throw new KvApplyGapException(GroupId, state.AppliedIndex, minAppliedIndex);
-        var working = new MemoryKvState(state.Revision, state.CompactRevision);
-        await LoadRangeAsync(conn, tx, KeyRange.FromEtcd(request.Key, request.RangeEnd), working, cancellationToken).ConfigureAwait(false);
+        var working = new MemoryKvState(state.Revision, state.CompactRevision, state.HistoryFrom);
+        var range = KeyRange.FromEtcd(request.Key, request.RangeEnd);
+        var past = request.Revision > 0 && request.Revision < state.Revision && request.Revision >= state.CompactRevision && request.Revision >= state.HistoryFrom;
+        if (past && !range.IsEmpty)
+        {
+            // The versions as of that revision, from the history; the applier checks the revision against the state.
+            await using var batch = new NpgsqlBatch(conn, tx) { BatchCommands = { VersionsAt(range, request.Revision) } };
+            await using var r = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await r.ReadAsync(cancellationToken).ConfigureAwait(false)) working.LoadVersion(ReadKeyValue(r));
+        }
+        else if (!past)
+        {
+            await LoadRangeAsync(conn, tx, range, working, cancellationToken).ConfigureAwait(false);
+        }
         await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
         return KvApplier.Range(working, request);
     }
@@ -642,15 +751,18 @@ public sealed class PostgresKvStore : IAsyncDisposable
         await using var conn = await _dataSource.OpenConnectionAsync(ct).ConfigureAwait(false);
         await using var tx = await conn.BeginTransactionAsync(IsolationLevel.RepeatableRead, ct).ConfigureAwait(false);
         var state = await ReadStateAsync(conn, tx, forUpdate: false, ct).ConfigureAwait(false);
-        long keyCount, dedupCount;
+        long keyCount, dedupCount, historyCount;
         await using (var cmd = new NpgsqlCommand(
-                         $"SELECT (SELECT count(*) FROM {_q}.kv_keys WHERE group_id = $1), (SELECT count(*) FROM {_q}.kv_applied_requests WHERE group_id = $1)",
+                         $"""
+                          SELECT (SELECT count(*) FROM {_q}.kv_keys WHERE group_id = $1), (SELECT count(*) FROM {_q}.kv_applied_requests WHERE group_id = $1),
+                                 (SELECT count(*) FROM {_q}.kv_history WHERE group_id = $1)
+                          """,
                          conn, tx))
         {
             cmd.Parameters.Add(new() { Value = GroupId });
             await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
             await r.ReadAsync(ct).ConfigureAwait(false);
-            (keyCount, dedupCount) = (r.GetInt64(0), r.GetInt64(1));
+            (keyCount, dedupCount, historyCount) = (r.GetInt64(0), r.GetInt64(1), r.GetInt64(2));
         }
         var members = await ReadMembersAsync(conn, tx, ct).ConfigureAwait(false);
         var header = new KvSnapshotHeader
@@ -663,6 +775,8 @@ public sealed class PostgresKvStore : IAsyncDisposable
             KeyCount = keyCount,
             DedupCount = dedupCount,
             MemberCount = members.Count,
+            HistoryCount = historyCount,
+            HistoryFrom = state.HistoryFrom,
         };
         await DelimitedRecords.WriteAsync(output, header, ct).ConfigureAwait(false);
         await using (var cmd = new NpgsqlCommand(
@@ -689,6 +803,14 @@ public sealed class PostgresKvStore : IAsyncDisposable
             }
         }
         foreach (var m in members) await DelimitedRecords.WriteAsync(output, m, ct).ConfigureAwait(false);
+        await using (var cmd = new NpgsqlCommand(
+                         $"SELECT key, create_revision, mod_revision, version, value FROM {_q}.kv_history WHERE group_id = $1 ORDER BY key, mod_revision", conn, tx))
+        {
+            cmd.Parameters.Add(new() { Value = GroupId });
+            await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+            while (await r.ReadAsync(ct).ConfigureAwait(false))
+                await DelimitedRecords.WriteAsync(output, ReadKeyValue(r), ct).ConfigureAwait(false);
+        }
         await tx.CommitAsync(ct).ConfigureAwait(false);
         return header;
     }
@@ -702,9 +824,10 @@ public sealed class PostgresKvStore : IAsyncDisposable
     {
         var ct = cancellationToken;
         var header = await DelimitedRecords.ReadAsync(input, KvSnapshotHeader.Parser, MaxSnapshotRecord, ct).ConfigureAwait(false);
-        if (header.FormatVersion != SnapshotFormat)
-            throw new KvStoreException($"key-value snapshot format {header.FormatVersion} is not the supported format {SnapshotFormat}");
-        if (header.KeyCount < 0 || header.DedupCount < 0 || header.MemberCount < 0 || header.Revision < 1)
+        if (header.FormatVersion is not (1 or SnapshotFormat))
+            throw new KvStoreException($"key-value snapshot format {header.FormatVersion} is not a supported format (1, {SnapshotFormat})");
+        if (header.KeyCount < 0 || header.DedupCount < 0 || header.MemberCount < 0 || header.HistoryCount < 0 || header.Revision < 1
+            || (header.FormatVersion == 1 && header.HistoryCount > 0))
             throw new KvStoreException("key-value snapshot header is invalid");
 
         await using var conn = await _dataSource.OpenConnectionAsync(ct).ConfigureAwait(false);
@@ -713,7 +836,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
         if (header.AppliedIndex < state.AppliedIndex)
             throw new KvStoreException(
                 $"key-value snapshot at index {header.AppliedIndex} is older than the applied index {state.AppliedIndex} of group {GroupId}");
-        foreach (var table in new[] { "kv_keys", "kv_applied_requests", "kv_members" })
+        foreach (var table in new[] { "kv_keys", "kv_applied_requests", "kv_members", "kv_history" })
         {
             await using var del = new NpgsqlCommand($"DELETE FROM {_q}.{table} WHERE group_id = $1", conn, tx);
             del.Parameters.Add(new() { Value = GroupId });
@@ -766,8 +889,38 @@ public sealed class PostgresKvStore : IAsyncDisposable
             cmd.Parameters.Add(new() { Value = m.ClientURLs.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
             await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
         }
+        await using (var copy = await conn.BeginBinaryImportAsync(
+                         $"COPY {_q}.kv_history (group_id, key, mod_revision, create_revision, version, value) FROM STDIN (FORMAT BINARY)", ct).ConfigureAwait(false))
+        {
+            for (long i = 0; i < header.HistoryCount; i++)
+            {
+                var kv = await DelimitedRecords.ReadAsync(input, KeyValue.Parser, MaxSnapshotRecord, ct).ConfigureAwait(false);
+                if (kv.Key.IsEmpty || kv.ModRevision > header.Revision || kv.Version < 0)
+                    throw new KvStoreException($"key-value snapshot history record {i} is invalid");
+                await copy.StartRowAsync(ct).ConfigureAwait(false);
+                await copy.WriteAsync(GroupId, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                await copy.WriteAsync(kv.Key.ToByteArray(), NpgsqlDbType.Bytea, ct).ConfigureAwait(false);
+                await copy.WriteAsync(kv.ModRevision, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                await copy.WriteAsync(kv.CreateRevision, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                await copy.WriteAsync(kv.Version, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                await copy.WriteAsync(kv.Value.ToByteArray(), NpgsqlDbType.Bytea, ct).ConfigureAwait(false);
+            }
+            await copy.CompleteAsync(ct).ConfigureAwait(false);
+        }
+        // A snapshot without history (format 1): history starts at its revision, with each key's newest version.
+        var historyFrom = header.FormatVersion == 1 ? header.Revision : header.HistoryFrom;
+        if (header.FormatVersion == 1)
+        {
+            await using var seed = new NpgsqlCommand(
+                $"""
+                 INSERT INTO {_q}.kv_history (group_id, key, mod_revision, create_revision, version, value)
+                   SELECT group_id, key, mod_revision, create_revision, version, value FROM {_q}.kv_keys WHERE group_id = $1
+                 """, conn, tx);
+            seed.Parameters.Add(new() { Value = GroupId });
+            await seed.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
         await using (var cmd = new NpgsqlCommand(
-                         $"UPDATE {_q}.kv_groups SET revision = $2, compact_revision = $3, applied_index = $4, applied_term = $5 WHERE group_id = $1",
+                         $"UPDATE {_q}.kv_groups SET revision = $2, compact_revision = $3, applied_index = $4, applied_term = $5, history_from = $6 WHERE group_id = $1",
                          conn, tx))
         {
             cmd.Parameters.Add(new() { Value = GroupId });
@@ -775,6 +928,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             cmd.Parameters.Add(new() { Value = header.CompactRevision });
             cmd.Parameters.Add(new() { Value = (long)header.AppliedIndex });
             cmd.Parameters.Add(new() { Value = (long)header.AppliedTerm });
+            cmd.Parameters.Add(new() { Value = historyFrom });
             await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
         }
         await tx.CommitAsync(ct).ConfigureAwait(false);
