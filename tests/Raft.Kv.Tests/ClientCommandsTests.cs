@@ -172,6 +172,9 @@ public class ClientCommandsTests(ITestOutputHelper output)
             Assert.Equal(3, rows.Count);
             Assert.Single(rows, r => r.Split('|')[5].Trim() == "true");
             Assert.Contains("| RAFT APPLIED INDEX |", status.Out);
+            // --cluster: one endpoint given, every member's row printed.
+            var cluster = await Raftv("status", "--cluster", "--endpoints", urls[0], "-w", "simple");
+            Assert.Equal(3, cluster.Out.Trim().Split('\n').Length);
 
             // member add (as a learner), list, promote (refused: it never started), remove.
             var peer = $"http://127.0.0.1:{ClusterKit.FreePort()}";

@@ -29,7 +29,8 @@ internal static class ClientCommands
         + "  success, a blank line, the operations on failure. CMP: value(\"k\") = \"v\" | version(\"k\") > \"0\" | create(\"k\") < \"5\" |\n"
         + "  mod(\"k\") != \"3\" | lease(\"k\") = \"0\"; OP: put K V | get K [END] [--prefix] | del K [END] [--prefix]\n  " + GlobalUsage;
     public const string CompactUsage = "raftv compact REVISION [--physical]\n  " + GlobalUsage;
-    public const string StatusUsage = "raftv status   (also: raftv endpoint status) one row per endpoint, as 'etcdctl endpoint status -w table'\n  " + GlobalUsage;
+    public const string StatusUsage = "raftv status [--cluster]   (also: raftv endpoint status) one row per endpoint, as 'etcdctl endpoint status -w table';\n"
+        + "  --cluster: every member's client URL, from the member list\n  " + GlobalUsage;
     public const string MemberUsage = "raftv member list\n  raftv member add NAME --peer-urls URL[,URL] [--learner]\n  raftv member remove ID\n"
         + "  raftv member promote ID\n  raftv member update ID --peer-urls URL[,URL]\n  IDs in hexadecimal, as member list prints them\n  " + GlobalUsage;
     public const string MoveLeaderUsage = "raftv move-leader ID   (asks the current leader, found among --endpoints)\n  " + GlobalUsage;
@@ -58,6 +59,10 @@ internal static class ClientCommands
     {
         public IReadOnlyList<(string Shown, Uri Url)> Endpoints { get; } = endpoints;
         public string Format { get; } = format;
+
+        /// <summary>The same settings for other endpoints (etcdctl's --cluster: every member's client URL).</summary>
+        public Connection WithEndpoints(IEnumerable<string> urls) =>
+            new([.. urls.Select(u => (u, new Uri(u)))], tls, Format, commandTimeout, dialTimeout);
 
         public GrpcClient Client(Uri url) => new(new GrpcClientOptions { Address = url, Tls = url.Scheme == "https" ? tls : null, ConnectTimeout = dialTimeout });
 
@@ -395,7 +400,22 @@ internal static class ClientCommands
     private static async Task<int> Status(CommandArgs args, TextWriter stdout, TextWriter stderr, CancellationToken ct, string defaultFormat)
     {
         var connection = Connect(args, defaultFormat, "simple", "json", "table");
+        var cluster = args.Flag("--cluster");
         args.EnsureNoneLeft();
+        if (cluster)
+        {
+            // As etcdctl's --cluster: every member's client URLs, from the member list.
+            try
+            {
+                var list = await connection.CallAsync(MemberListCall, new MemberListRequest(), ct);
+                connection = connection.WithEndpoints(list.Members.SelectMany(m => m.ClientURLs).Distinct());
+            }
+            catch (GrpcCallException e)
+            {
+                stderr.WriteLine($"Error: {Describe(e)}");
+                return 1;
+            }
+        }
         var answers = await Task.WhenAll(connection.Endpoints.Select(async e =>
         {
             using var client = connection.Client(e.Url);
