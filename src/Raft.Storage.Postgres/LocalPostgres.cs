@@ -260,12 +260,8 @@ public sealed class LocalPostgres : IAsyncDisposable
         return "server log:\n" + string.Join('\n', lines.TakeLast(10));
     }
 
-    private static int FreePort(string host)
-    {
-        using var listener = new TcpListener(IPAddress.Parse(host), 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    // Below the ephemeral range: a restart on the same port never finds it taken by an outgoing connection.
+    private static int FreePort(string host) => Raft.Host.FreePorts.Next(host);
 
     private static void EnsurePortFree(string host, int port)
     {

@@ -13,12 +13,7 @@ namespace Raft.Kv.Tests;
 /// <summary>Ports, databases, a small etcd v3 client and member processes for the cluster tests.</summary>
 internal static class ClusterKit
 {
-    public static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
+    public static int FreePort() => Raft.Host.FreePorts.Next();
 
     public static KvMember NewMember(ulong id) =>
         new(id, $"node{id}", $"http://127.0.0.1:{FreePort()}", $"http://127.0.0.1:{FreePort()}");

@@ -12,12 +12,7 @@ namespace Raft.Kv.Tests;
 /// </summary>
 public class EtcdctlTests
 {
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
+    private static int FreePort() => Raft.Host.FreePorts.Next();
 
     private static async Task<string> NewDatabaseAsync(string cs)
     {

@@ -255,12 +255,7 @@ public sealed class RaftTransportTests
         Assert.Empty(reports.Unreachable);
     }
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    private static int FreePort() => Raft.Host.FreePorts.Next();
 }
 
 /// <summary>Collects formatted log lines.</summary>

@@ -300,12 +300,7 @@ internal sealed class TortureCluster : IAsyncDisposable
         }
     }
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    private static int FreePort() => Raft.Host.FreePorts.Next();
 
     public async ValueTask DisposeAsync()
     {
