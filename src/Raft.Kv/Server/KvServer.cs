@@ -723,16 +723,29 @@ public sealed class KvServer : IAsyncDisposable
 
     /// <summary>
     /// One membership change at a time on this member: raft drops a configuration change proposed
-    /// while another is unapplied, and its request would only time out, so a second change is refused
-    /// at once. (Two changes sent to two different members at the same instant can still race; one of
-    /// them then times out, as in etcd.)
+    /// while another is unapplied, and its request would only time out. A change under way here, or
+    /// already in this member's log (another member's, such as a new member publishing its name),
+    /// gets a few seconds to finish; if it has not, the new one is refused with a clear error.
+    /// (Two changes sent to two different members at the same instant can still race; one of them
+    /// then times out, as in etcd.)
     /// </summary>
     internal async Task<IDisposable> BeginMembershipChangeAsync(CancellationToken ct)
     {
-        if (!await _membershipChange.WaitAsync(0, ct)) throw EtcdErrors.MembershipChangeInProgress();
+        var deadline = DateTime.UtcNow + PendingConfChangeWait;
+        if (!await _membershipChange.WaitAsync(PendingConfChangeWait, ct)) throw EtcdErrors.MembershipChangeInProgress();
         try
         {
-            if (HasUnappliedConfChange()) throw EtcdErrors.MembershipChangeInProgress();
+            while (HasUnappliedConfChange())
+            {
+                if (DateTime.UtcNow >= deadline) throw EtcdErrors.MembershipChangeInProgress();
+                try
+                {
+                    await Volatile.Read(ref _appliedChanged).Task.WaitAsync(TimeSpan.FromMilliseconds(100), ct);
+                }
+                catch (TimeoutException)
+                {
+                }
+            }
         }
         catch
         {
@@ -741,6 +754,9 @@ public sealed class KvServer : IAsyncDisposable
         }
         return new MembershipChange(_membershipChange);
     }
+
+    /// <summary>How long a membership change waits for one under way to finish before it is refused.</summary>
+    private static readonly TimeSpan PendingConfChangeWait = TimeSpan.FromSeconds(3);
 
     private sealed class MembershipChange(SemaphoreSlim gate) : IDisposable
     {
