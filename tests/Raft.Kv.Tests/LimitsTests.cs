@@ -134,7 +134,7 @@ public class LimitsTests
     }
 
     [Fact]
-    public async Task Membership_requests_name_what_is_wrong_and_a_second_change_is_refused_at_once()
+    public async Task Membership_requests_name_what_is_wrong_and_a_second_change_is_refused_not_timed_out()
     {
         var (servers, members) = await StartAsync(3);
         try
