@@ -18,6 +18,16 @@ case "$model" in
 esac
 cfg="MCRaft_$model.cfg"
 
+# MCRaft.tla's MCNext restates Raft.tla's Next with the bounds folded in: an action
+# added to Next but not to MCNext would silently go unchecked.
+actions() { awk -v from="$2" -v to="$3" '$0 ~ from {f=1; next} $0 ~ to {f=0} f' "$here/$1" \
+              | grep -oE '[A-Z][A-Za-z]+\(' | tr -d '(' | sort -u; }
+missing="$(comm -23 <(actions Raft.tla '^Next ==' '^Spec ==') <(actions MCRaft.tla '^MCNext ==' '^MCSpec =='))"
+if [[ -n "$missing" ]]; then
+  echo "check.sh: MCRaft.tla's MCNext lacks actions of Raft.tla's Next: $(echo $missing)"
+  exit 1
+fi
+
 out="${CHECK_LOG:-$(mktemp "${TMPDIR:-/tmp}/raftverified-check.XXXXXX")}"
 [[ -n "${CHECK_LOG:-}" ]] || trap 'rm -f "$out"' EXIT
 
