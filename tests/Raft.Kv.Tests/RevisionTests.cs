@@ -131,6 +131,7 @@ public class RevisionTests
         model.Apply(Command(new CompactionRequest { Revision = compactTo }));
         await store.ApplyAsync([E(++index, Command(new CompactionRequest { Revision = compactTo }))]);
         await SameAsModel(store, "after a compaction");
+        await store.PurgesDone;
         await using var conn = new NpgsqlConnection(cs);
         await conn.OpenAsync();
         await using var count = new NpgsqlCommand($"SELECT count(*) FROM \"{schema}\".kv_history WHERE mod_revision <= {compactTo} AND version = 0", conn);

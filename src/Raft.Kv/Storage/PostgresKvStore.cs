@@ -185,6 +185,11 @@ public sealed class PostgresKvStore : IAsyncDisposable
                 client_urls text[] NOT NULL,
                 PRIMARY KEY (group_id, id)
             );
+            CREATE TABLE IF NOT EXISTS {_q}.kv_removed_members (
+                group_id bigint NOT NULL,
+                id       bigint NOT NULL,
+                PRIMARY KEY (group_id, id)
+            );
             """, ct).ConfigureAwait(false);
         await using (var cmd = new NpgsqlCommand($"INSERT INTO {_q}.kv_groups (group_id) VALUES ($1) ON CONFLICT DO NOTHING", conn, tx))
         {
@@ -328,8 +333,29 @@ public sealed class PostgresKvStore : IAsyncDisposable
         }
         if (beforeCommit is not null) await beforeCommit(ct).ConfigureAwait(false);
         await tx.CommitAsync(ct).ConfigureAwait(false);
-        if (view.CompactRevision > state.CompactRevision) await PurgeHistoryAsync(view.CompactRevision, ct).ConfigureAwait(false);
+        if (view.CompactRevision > state.CompactRevision) SchedulePurge(view.CompactRevision);
         return applied;
+    }
+
+    private readonly object _purgeGate = new();
+    private Task _purging = Task.CompletedTask;
+    private readonly CancellationTokenSource _disposing = new();
+
+    /// <summary>
+    /// Purges in the background, one after the other: applies (the raft loop) do not wait for a large
+    /// delete, and nothing depends on when it finishes (see <see cref="PurgeHistoryAsync"/>).
+    /// </summary>
+    private void SchedulePurge(long compactRevision)
+    {
+        lock (_purgeGate)
+            _purging = _purging.ContinueWith(_ => PurgeHistoryAsync(compactRevision, _disposing.Token), CancellationToken.None,
+                TaskContinuationOptions.None, TaskScheduler.Default).Unwrap();
+    }
+
+    /// <summary>Completes when the purges scheduled so far have run (tests wait for it).</summary>
+    internal Task PurgesDone
+    {
+        get { lock (_purgeGate) return _purging; }
     }
 
     /// <summary>
@@ -354,7 +380,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             var purged = await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
             _logger.LogDebug("compacted the history of group {GroupId} to revision {Revision}: {Rows} versions dropped", GroupId, compactRevision, purged);
         }
-        catch (NpgsqlException e)
+        catch (Exception e) when (e is NpgsqlException or OperationCanceledException or ObjectDisposedException)
         {
             _logger.LogWarning("compacting the history of group {GroupId} to revision {Revision} failed (the next compaction retries): {Error}",
                 GroupId, compactRevision, e.Message);
@@ -541,7 +567,9 @@ public sealed class PostgresKvStore : IAsyncDisposable
     /// Applies a configuration change to the member table: its context, when not empty, is an
     /// etcdserverpb.Member whose non-empty fields are the member's new attributes (MemberAdd puts
     /// the peer URLs there, a starting member its name and client URLs, MemberUpdate new peer URLs);
-    /// a removal deletes the member. Every replica applies the same entry, so all agree on addresses.
+    /// a removal deletes the member and remembers its id for good, as etcd's membership store does
+    /// (its messages are then refused as a removed member's, which tells it to stop). Every replica
+    /// applies the same entry, so all agree on addresses.
     /// </summary>
     private async Task ApplyMemberChangeAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Raft.Spec.ConfChangeI confChange, CancellationToken ct)
     {
@@ -568,7 +596,11 @@ public sealed class PostgresKvStore : IAsyncDisposable
         {
             if (type.IsConfChangeRemoveNode)
             {
-                await using var del = new NpgsqlCommand($"DELETE FROM {_q}.kv_members WHERE group_id = $1 AND id = $2", conn, tx);
+                await using var del = new NpgsqlCommand(
+                    $"""
+                     WITH gone AS (DELETE FROM {_q}.kv_members WHERE group_id = $1 AND id = $2)
+                     INSERT INTO {_q}.kv_removed_members (group_id, id) VALUES ($1, $2) ON CONFLICT DO NOTHING
+                     """, conn, tx);
                 del.Parameters.Add(new() { Value = GroupId });
                 del.Parameters.Add(new() { Value = (long)nodeId });
                 await del.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
@@ -617,6 +649,23 @@ public sealed class PostgresKvStore : IAsyncDisposable
         return list;
     }
 
+    /// <summary>The ids of the members removed from the cluster (by applied configuration changes or the snapshot installed).</summary>
+    public async Task<IReadOnlySet<ulong>> ReadRemovedMemberIdsAsync(CancellationToken cancellationToken = default)
+    {
+        await using var conn = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        return await ReadRemovedMemberIdsAsync(conn, null, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<IReadOnlySet<ulong>> ReadRemovedMemberIdsAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand($"SELECT id FROM {_q}.kv_removed_members WHERE group_id = $1 ORDER BY id", conn, tx);
+        cmd.Parameters.Add(new() { Value = GroupId });
+        await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        var ids = new SortedSet<ulong>();
+        while (await r.ReadAsync(ct).ConfigureAwait(false)) ids.Add((ulong)r.GetInt64(0));
+        return ids;
+    }
+
     /// <summary>
     /// Writes the members a new store starts from (the --member list, as etcd's --initial-cluster),
     /// only while nothing has been applied: afterwards the log and snapshots own the member table.
@@ -649,7 +698,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             $"""
              SELECT pg_database_size(current_database()),
                     pg_total_relation_size('{_q}.kv_keys') + pg_total_relation_size('{_q}.kv_applied_requests')
-                    + pg_total_relation_size('{_q}.kv_members') + pg_total_relation_size('{_q}.kv_groups')
+                    + pg_total_relation_size('{_q}.kv_members') + pg_total_relation_size('{_q}.kv_removed_members') + pg_total_relation_size('{_q}.kv_groups')
                     + pg_total_relation_size('{_q}.kv_history')
              """, conn);
         await using var r = await cmd.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
@@ -765,6 +814,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             (keyCount, dedupCount, historyCount) = (r.GetInt64(0), r.GetInt64(1), r.GetInt64(2));
         }
         var members = await ReadMembersAsync(conn, tx, ct).ConfigureAwait(false);
+        var removed = await ReadRemovedMemberIdsAsync(conn, tx, ct).ConfigureAwait(false);
         var header = new KvSnapshotHeader
         {
             FormatVersion = SnapshotFormat,
@@ -777,6 +827,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             MemberCount = members.Count,
             HistoryCount = historyCount,
             HistoryFrom = state.HistoryFrom,
+            RemovedMemberIds = { removed },
         };
         await DelimitedRecords.WriteAsync(output, header, ct).ConfigureAwait(false);
         await using (var cmd = new NpgsqlCommand(
@@ -889,6 +940,16 @@ public sealed class PostgresKvStore : IAsyncDisposable
             cmd.Parameters.Add(new() { Value = m.ClientURLs.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
             await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
         }
+        // Removals are final: the ids this store knows stay, the snapshot's are added (one from an
+        // older raftv carries none).
+        foreach (var id in header.RemovedMemberIds)
+        {
+            if (id == 0) throw new KvStoreException("key-value snapshot names a removed member with no id");
+            await using var cmd = new NpgsqlCommand($"INSERT INTO {_q}.kv_removed_members (group_id, id) VALUES ($1, $2) ON CONFLICT DO NOTHING", conn, tx);
+            cmd.Parameters.Add(new() { Value = GroupId });
+            cmd.Parameters.Add(new() { Value = (long)id });
+            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
         await using (var copy = await conn.BeginBinaryImportAsync(
                          $"COPY {_q}.kv_history (group_id, key, mod_revision, create_revision, version, value) FROM STDIN (FORMAT BINARY)", ct).ConfigureAwait(false))
         {
@@ -945,6 +1006,11 @@ public sealed class PostgresKvStore : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (!_disposing.IsCancellationRequested)
+        {
+            await _disposing.CancelAsync().ConfigureAwait(false);
+            await PurgesDone.ConfigureAwait(false);
+        }
         await _applySource.DisposeAsync().ConfigureAwait(false);
         await _dataSource.DisposeAsync().ConfigureAwait(false);
     }
