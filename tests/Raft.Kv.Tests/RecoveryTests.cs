@@ -8,7 +8,8 @@ namespace Raft.Kv.Tests;
 /// <summary>
 /// Durability and recovery of a 3-member cluster: members killed with SIGKILL and restarted,
 /// a follower behind log compaction caught up by a snapshot, the leader killed under writes,
-/// and a learner added, caught up and promoted.
+/// a learner added, caught up and promoted, and removed members that stop, also when they
+/// missed the entry that removed them.
 /// </summary>
 public class RecoveryTests(ITestOutputHelper output)
 {
@@ -61,6 +62,30 @@ public class RecoveryTests(ITestOutputHelper output)
             }
         }
         return false;
+    }
+
+    private const string ChangeInProgress = "raftv: another membership change is in progress; retry once it has been applied";
+
+    /// <summary>
+    /// A membership change, tried again while the member answers that another is in progress. That
+    /// refusal is transient by design: the member has not yet applied the previous change (one made
+    /// through another member answers once applied there, not everywhere). Any other answer,
+    /// refusals included, is returned or thrown as it came.
+    /// </summary>
+    private static async Task<T> ChangeMembershipAsync<T>(Func<Task<T>> change, int seconds = 30)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(seconds);
+        while (true)
+        {
+            try
+            {
+                return await change();
+            }
+            catch (GrpcCallException e) when (e.StatusMessage == ChangeInProgress && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(100);
+            }
+        }
     }
 
     private static string Logs(IEnumerable<MemberProcess> members) =>
@@ -227,19 +252,21 @@ public class RecoveryTests(ITestOutputHelper output)
             for (var i = 0; i < 30; i++) Assert.True(await PutAnywhereAsync(clients, $"k/{i:D3}", $"v{i}"));
 
             // etcd's refusals.
-            var dup = await Assert.ThrowsAsync<GrpcCallException>(() => clients[0].MemberAddAsync(members[1].PeerUrl, learner: true));
+            var dup = await Assert.ThrowsAsync<GrpcCallException>(() => ChangeMembershipAsync(() => clients[0].MemberAddAsync(members[1].PeerUrl, learner: true)));
             Assert.Equal("etcdserver: Peer URLs already exists", dup.StatusMessage);
-            var notFound = await Assert.ThrowsAsync<GrpcCallException>(() => clients[0].MemberRemoveAsync(999));
+            var notFound = await Assert.ThrowsAsync<GrpcCallException>(() => ChangeMembershipAsync(() => clients[0].MemberRemoveAsync(999)));
             Assert.Equal((StatusCode.NotFound, "etcdserver: member not found"), (notFound.StatusCode, notFound.StatusMessage));
-            var voter = await Assert.ThrowsAsync<GrpcCallException>(() => clients[1].MemberPromoteAsync(members[0].Id));
+            var voter = await Assert.ThrowsAsync<GrpcCallException>(() => ChangeMembershipAsync(() => clients[1].MemberPromoteAsync(members[0].Id)));
             Assert.Equal("etcdserver: can only promote a learner member", voter.StatusMessage);
 
             var fourthPeer = $"http://127.0.0.1:{ClusterKit.FreePort()}";
-            var added = await clients[1].MemberAddAsync(fourthPeer, learner: true);
+            var added = await ChangeMembershipAsync(() => clients[1].MemberAddAsync(fourthPeer, learner: true));
             Assert.True(added.Member.IsLearner);
             var id = added.Member.ID;
             Assert.Contains(added.Members, m => m.ID == id && m.IsLearner && m.Name == "");
-            var second = await Assert.ThrowsAsync<GrpcCallException>(() => clients[0].MemberAddAsync($"http://127.0.0.1:{ClusterKit.FreePort()}", learner: true));
+            // Member 1 may not have applied the addition yet: it says so until it has, then refuses a second learner.
+            var second = await Assert.ThrowsAsync<GrpcCallException>(() =>
+                ChangeMembershipAsync(() => clients[0].MemberAddAsync($"http://127.0.0.1:{ClusterKit.FreePort()}", learner: true)));
             Assert.Equal("etcdserver: too many learner members in cluster", second.StatusMessage);
 
             var fourth = new KvMember(id, "learner4", fourthPeer, $"http://127.0.0.1:{ClusterKit.FreePort()}");
@@ -261,7 +288,7 @@ public class RecoveryTests(ITestOutputHelper output)
                     await clients[2].MemberPromoteAsync(id);
                     return true;
                 }
-                catch (GrpcCallException e) when (e.StatusMessage == "etcdserver: can only promote a learner member which is in sync with leader")
+                catch (GrpcCallException e) when (e.StatusMessage is "etcdserver: can only promote a learner member which is in sync with leader" or ChangeInProgress)
                 {
                     return false;
                 }
@@ -305,33 +332,84 @@ public class RecoveryTests(ITestOutputHelper output)
             var victimIndex = members.IndexOf(victim);
             var other = clients[members.FindIndex(m => m.Id != leader && m.Id != victim.Id)];
 
-            var taken = await Assert.ThrowsAsync<GrpcCallException>(() => other.MemberUpdateAsync(victim.Id, members.First(m => m.Id == leader).PeerUrl));
+            var taken = await Assert.ThrowsAsync<GrpcCallException>(() =>
+                ChangeMembershipAsync(() => other.MemberUpdateAsync(victim.Id, members.First(m => m.Id == leader).PeerUrl)));
             Assert.Equal("etcdserver: Peer URLs already exists", taken.StatusMessage);
             var moved = $"http://127.0.0.1:{ClusterKit.FreePort()}";
-            await other.MemberUpdateAsync(victim.Id, moved);
+            await ChangeMembershipAsync(() => other.MemberUpdateAsync(victim.Id, moved));
             // (The member itself is cut off now: peers dial the new address, where nothing listens.)
             foreach (var c in clients.Where((_, i) => i != victimIndex))
                 await ClusterKit.EventuallyAsync(async () => (await c.MemberListAsync()).Members.Single(m => m.ID == victim.Id).PeerURLs.SequenceEqual([moved]),
                     $"the new peer URL at {c.Url}");
 
-            // Back to the address it listens on, so it hears of its removal.
-            await other.MemberUpdateAsync(victim.Id, victim.PeerUrl);
+            // Back to the address it listens on. Whether or not it receives the entry that removes it
+            // (the leader stops sending to it once it applies it), it learns of its removal: from the
+            // entry, or from the others refusing its messages as a removed member's.
+            await ChangeMembershipAsync(() => other.MemberUpdateAsync(victim.Id, victim.PeerUrl));
             await ClusterKit.EventuallyAsync(async () => (await clients[0].MemberListAsync()).Members.Single(m => m.ID == victim.Id).PeerURLs.SequenceEqual([victim.PeerUrl]),
                 "the original peer URL");
-            var removed = await other.MemberRemoveAsync(victim.Id);
+            var removed = await ChangeMembershipAsync(() => other.MemberRemoveAsync(victim.Id));
             Assert.DoesNotContain(removed.Members, m => m.ID == victim.Id);
             await servers[victimIndex].Removed.WaitAsync(TimeSpan.FromSeconds(20));
             var refused = await Assert.ThrowsAsync<GrpcCallException>(() => clients[victimIndex].PutAsync("k", "v"));
             Assert.Equal((StatusCode.Unavailable, "etcdserver: server stopped"), (refused.StatusCode, refused.StatusMessage));
             // Two voters remain and both are needed; they still take writes.
             Assert.True(await PutAnywhereAsync(clients.Where((_, i) => i != victimIndex).ToList(), "after-remove", "ok"));
-            var notFound = await Assert.ThrowsAsync<GrpcCallException>(() => other.MemberRemoveAsync(victim.Id));
+            var notFound = await Assert.ThrowsAsync<GrpcCallException>(() => ChangeMembershipAsync(() => other.MemberRemoveAsync(victim.Id)));
             Assert.Equal("etcdserver: member not found", notFound.StatusMessage);
         }
         finally
         {
             foreach (var c in clients) c.Dispose();
             foreach (var s in servers) await s.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task A_member_removed_while_it_was_down_learns_it_from_the_others_refusal_when_it_comes_back_and_stops()
+    {
+        var members = Enumerable.Range(1, 3).Select(i => ClusterKit.NewMember((ulong)i)).ToList();
+        var options = new List<KvServerOptions>();
+        foreach (var m in members) options.Add(await OptionsAsync(m, members));
+        var servers = new List<KvServer?>();
+        var clients = members.Select(m => new EtcdClient(m.ClientUrl)).ToList();
+        try
+        {
+            foreach (var o in options) servers.Add(await KvServer.StartAsync(o));
+            var leader = await LeaderAsync(clients, () => "");
+            for (var i = 0; i < 5; i++) Assert.True(await PutAnywhereAsync(clients, $"k/{i}", $"v{i}"));
+            var victimIndex = members.FindIndex(m => m.Id != leader);
+            var victim = members[victimIndex];
+            var live = Enumerable.Range(0, 3).Where(i => i != victimIndex).ToList();
+
+            // Down while it is removed: the entry that removes it never reaches it.
+            await servers[victimIndex]!.DisposeAsync();
+            servers[victimIndex] = null;
+            var left = await ChangeMembershipAsync(() => clients[live.First(i => members[i].Id != leader)].MemberRemoveAsync(victim.Id));
+            Assert.DoesNotContain(left.Members, m => m.ID == victim.Id);
+            await ClusterKit.EventuallyAsync(() => Task.FromResult(live.All(i => servers[i]!.RemovedMembers.Contains(victim.Id))),
+                "both remaining members remembering the removal");
+
+            // Back on its own data, it still counts itself a member; the leader no longer sends to it, so
+            // its log never gets further. Its first messages (a pre-vote once it hears no leader) are
+            // refused as a removed member's, and it stops as if it had applied its removal.
+            servers[victimIndex] = await KvServer.StartAsync(options[victimIndex]);
+            var back = servers[victimIndex]!;
+            Assert.Contains(back.Members(), m => m.ID == victim.Id);
+            await back.Removed.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Contains(back.Members(), m => m.ID == victim.Id);
+            Assert.DoesNotContain(victim.Id, back.RemovedMembers);
+            Assert.True(back.PeerTransport.RemovedRefusals > 0, "the member was told by no peer that it was removed");
+            Assert.True(live.Sum(i => servers[i]!.PeerService.RefusedRemovedMember) > 0, "no remaining member refused the removed member");
+            Assert.Equal(0, live.Sum(i => servers[i]!.PeerService.RefusedNonMember));
+            var refused = await Assert.ThrowsAsync<GrpcCallException>(() => clients[victimIndex].PutAsync("k", "v"));
+            Assert.Equal((StatusCode.Unavailable, "etcdserver: server stopped"), (refused.StatusCode, refused.StatusMessage));
+            Assert.True(await PutAnywhereAsync(live.Select(i => clients[i]).ToList(), "after-remove", "ok"));
+        }
+        finally
+        {
+            foreach (var c in clients) c.Dispose();
+            foreach (var s in servers) if (s is not null) await s.DisposeAsync();
         }
     }
 }

@@ -52,6 +52,8 @@ public sealed class KvServer : IAsyncDisposable
     private ConfState _confState = ConfStateModule.empty;
     // Members' names and URLs as the applied configuration changes left them (by id).
     private IReadOnlyDictionary<ulong, Member> _memberRecords = new Dictionary<ulong, Member>();
+    // Members removed from the cluster, for good: their messages are refused with a status that tells them to stop.
+    private IReadOnlySet<ulong> _removedMembers = new HashSet<ulong>();
     private bool _wasMember;
     private bool _snapshotAfterConfChange;
     private readonly TaskCompletionSource _removed = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -69,7 +71,12 @@ public sealed class KvServer : IAsyncDisposable
     public Uri PeerAddress => _peerServer.Address;
     public ulong Applied => Volatile.Read(ref _applied);
 
-    /// <summary>Completes when an applied configuration change removed this member: it no longer belongs to the cluster.</summary>
+    /// <summary>
+    /// Completes when this member learns that it was removed from the cluster: by applying the
+    /// configuration change that removed it, from its own store at start, or from a peer that
+    /// refuses its messages as a removed member's (it missed the change: the leader stops sending
+    /// to a member once it applies its removal). It no longer belongs to the cluster.
+    /// </summary>
     public Task Removed => _removed.Task;
 
     /// <summary>The raft loop: it faults when an error (a storage failure) stops it, after which this member can no longer serve.</summary>
@@ -88,6 +95,9 @@ public sealed class KvServer : IAsyncDisposable
 
     /// <summary>What arrives from peers: refusals (another cluster, non-members) are counted there.</summary>
     internal RaftPeerService PeerService => _peerService;
+
+    /// <summary>The members this one knows were removed from the cluster (its store's record, as last applied).</summary>
+    internal IReadOnlySet<ulong> RemovedMembers => Volatile.Read(ref _removedMembers);
 
     /// <summary>What goes to peers: dropped messages, snapshots sent and failed.</summary>
     internal RaftTransport PeerTransport => _transport;
@@ -137,6 +147,9 @@ public sealed class KvServer : IAsyncDisposable
             await _store.SeedMembersAsync(_options.Members.Where(m => !_options.JoinExisting || m.Id != _options.NodeId)
                 .Select(m => ToMember(clientUrlsKnown ? m : m with { ClientUrl = "" })), ct);
         await ReloadMembersAsync(ct);
+        if (_removedMembers.Contains(_options.NodeId) && _removed.TrySetResult())
+            _logger.LogWarning("member {Id:x} was removed from the cluster (its store says so); it does not serve, and its data must not be used to rejoin",
+                _options.NodeId);
 
         var raftOptions = new RaftNodeOptions
         {
@@ -165,7 +178,7 @@ public sealed class KvServer : IAsyncDisposable
             ClusterId = _options.ClusterId,
             NodeId = _options.NodeId,
             SnapshotChunkBytes = _options.PeerSnapshotChunkBytes,
-        }, ReportUnreachable, ReportSnapshot, _logger);
+        }, ReportUnreachable, ReportSnapshot, _logger, ReportRemovedByPeer);
         _peerService = new RaftPeerService(_options.ClusterId, _options.NodeId, new NodeMessageSink(this), logger: _logger);
         var peerServices = new GrpcServiceRegistry();
         _peerService.Register(peerServices);
@@ -260,6 +273,18 @@ public sealed class KvServer : IAsyncDisposable
     }
 
     /// <summary>
+    /// A peer refused this member's messages because it was removed from the cluster: it missed the
+    /// entry that removed it (cut off or down while it was applied) and stops as if it had applied
+    /// it, as an etcd member stops on its peers' "removed" answer.
+    /// </summary>
+    private void ReportRemovedByPeer(ulong peer)
+    {
+        if (_removed.TrySetResult())
+            _logger.LogWarning("member {Id:x} was removed from the cluster: member {Peer:x} refuses its messages as a removed member's; it stops serving, and its data must not be used to rejoin",
+                _options.NodeId, peer);
+    }
+
+    /// <summary>
     /// Where the peer endpoint hands raft messages: stepped into the node, in order. A sender is a
     /// member when the applied member table or configuration names it (a member that joins starts
     /// with no configuration, but with the member table it was given).
@@ -272,6 +297,8 @@ public sealed class KvServer : IAsyncDisposable
             var cs = Volatile.Read(ref server._confState);
             return cs.Voters.Contains(nodeId) || cs.Learners.Contains(nodeId) || cs.VotersOutgoing.Contains(nodeId) || cs.LearnersNext.Contains(nodeId);
         }
+
+        public bool IsRemoved(ulong nodeId) => Volatile.Read(ref server._removedMembers).Contains(nodeId);
 
         public async ValueTask DeliverAsync(ulong from, IReadOnlyList<Message> messages, CancellationToken cancellationToken)
         {
@@ -292,7 +319,9 @@ public sealed class KvServer : IAsyncDisposable
     private async Task ReloadMembersAsync(CancellationToken ct)
     {
         var records = await _store.ReadMembersAsync(ct);
+        var removed = await _store.ReadRemovedMemberIdsAsync(ct);
         Volatile.Write(ref _memberRecords, records.ToDictionary(m => m.ID));
+        Volatile.Write(ref _removedMembers, removed);
     }
 
     /// <summary>After the configuration changed: peers' addresses follow it, and a member that was removed says so.</summary>
@@ -801,8 +830,10 @@ public sealed class KvServer : IAsyncDisposable
         {
             CheckQuorumAfter(+1, null);
         }
+        // A removed member's id is never given again (etcd refuses it too): its old process would take it for itself.
+        var removed = Volatile.Read(ref _removedMembers);
         ulong id;
-        do id = (ulong)Random.Shared.NextInt64(1, long.MaxValue); while (members.Any(m => m.ID == id));
+        do id = (ulong)Random.Shared.NextInt64(1, long.MaxValue); while (members.Any(m => m.ID == id) || removed.Contains(id));
         var added = new Member { ID = id, PeerURLs = { peerUrls }, IsLearner = isLearner };
         var change = isLearner ? ConfChanges.AddLearner(id, added.ToByteArray()) : ConfChanges.AddNode(id, added.ToByteArray());
         await ChangeMembershipAsync(change, () => Members().Any(m => m.ID == id), ct);

@@ -8,8 +8,9 @@ namespace Raft.Transport.Grpc.Peers;
 
 /// <summary>
 /// The receiving side of the Raft transport: serves RaftPeer, refusing (and counting) batches
-/// and snapshots from another cluster, from non-members and messages not addressed to this
-/// node, and hands the rest to the <see cref="IRaftMessageSink"/>.
+/// and snapshots from another cluster, from removed members, from non-members and messages not
+/// addressed to this node, and hands the rest to the <see cref="IRaftMessageSink"/>. A removed
+/// member's call ends with <see cref="RaftPeerMethods.RemovedMemberRefusal"/>, which tells it to stop.
 /// </summary>
 public sealed class RaftPeerService(ulong clusterId, ulong nodeId, IRaftMessageSink sink, long maxSnapshotBytes = 8L << 30,
     ILogger? logger = null)
@@ -17,11 +18,13 @@ public sealed class RaftPeerService(ulong clusterId, ulong nodeId, IRaftMessageS
     private readonly ILogger _logger = logger ?? NullLogger.Instance;
     private long _refusedForeignCluster;
     private long _refusedNonMember;
+    private long _refusedRemovedMember;
     private long _refusedMalformed;
     private long _accepted;
 
     public long RefusedForeignCluster => Interlocked.Read(ref _refusedForeignCluster);
     public long RefusedNonMember => Interlocked.Read(ref _refusedNonMember);
+    public long RefusedRemovedMember => Interlocked.Read(ref _refusedRemovedMember);
     public long RefusedMalformed => Interlocked.Read(ref _refusedMalformed);
     public long AcceptedMessages => Interlocked.Read(ref _accepted);
 
@@ -40,6 +43,8 @@ public sealed class RaftPeerService(ulong clusterId, ulong nodeId, IRaftMessageS
         {
             if (Refusal(batch.ClusterId, batch.SenderId, batch.Messages) is { } refusal)
             {
+                // A removed member is told so by the call's status, and the call ends: it must stop.
+                if (refusal.Code == RaftPeerMethods.RemovedMemberStatus) throw Refused(refusal.Code, refusal.Reason);
                 await acks.WriteAsync(new Pb.Ack { RefusedReason = refusal.Reason }, context.CancellationToken).ConfigureAwait(false);
                 continue;
             }
@@ -128,6 +133,12 @@ public sealed class RaftPeerService(ulong clusterId, ulong nodeId, IRaftMessageS
         {
             Interlocked.Increment(ref _refusedForeignCluster);
             refusal = (StatusCode.FailedPrecondition, $"cluster {batchCluster:x} is not this node's cluster {clusterId:x}");
+        }
+        else if (sink.IsRemoved(sender))
+        {
+            Interlocked.Increment(ref _refusedRemovedMember);
+            var removed = RaftPeerMethods.RemovedMemberRefusal(sender, clusterId, nodeId);
+            refusal = (removed.StatusCode, removed.StatusMessage);
         }
         else if (!sink.IsMember(sender))
         {

@@ -49,12 +49,15 @@ public sealed record RaftTransportOptions
 /// never blocks Raft: a full queue drops the message and reports the peer unreachable (Raft
 /// retransmits). Snapshots go on their own calls, in chunks, and report success or failure.
 /// Peers come and go at runtime (<see cref="SetPeers"/>), as the configuration changes.
+/// A peer that refuses this node as a removed member (<see cref="RaftPeerMethods.RemovedMemberRefusal"/>)
+/// is reported to the owner, which stops (etcd's errMemberRemoved).
 /// </summary>
 public sealed class RaftTransport : IAsyncDisposable
 {
     private readonly RaftTransportOptions _options;
     private readonly Action<ulong> _onUnreachable;
     private readonly Action<ulong, bool> _onSnapshotStatus;
+    private readonly Action<ulong> _onRemoved;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<ulong, Peer> _peers = new();
     private readonly CancellationTokenSource _stopping = new();
@@ -64,16 +67,23 @@ public sealed class RaftTransport : IAsyncDisposable
     private long _dropped;
     private long _snapshotsSent;
     private long _snapshotsFailed;
+    private long _removedRefusals;
 
     /// <param name="onUnreachable">A peer's message was dropped or its stream failed (etcd's ReportUnreachable).</param>
     /// <param name="onSnapshotStatus">A snapshot to a peer was taken (true) or not (false) (etcd's ReportSnapshot).</param>
-    public RaftTransport(RaftTransportOptions options, Action<ulong> onUnreachable, Action<ulong, bool> onSnapshotStatus, ILogger? logger = null)
+    /// <param name="onRemoved">
+    /// The peer named refused this node's messages because this node was removed from the cluster
+    /// (etcd's errMemberRemoved): the owner must stop taking part. Called at each such refusal.
+    /// </param>
+    public RaftTransport(RaftTransportOptions options, Action<ulong> onUnreachable, Action<ulong, bool> onSnapshotStatus, ILogger? logger = null,
+        Action<ulong>? onRemoved = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         _options = options;
         _onUnreachable = onUnreachable;
         _onSnapshotStatus = onSnapshotStatus;
+        _onRemoved = onRemoved ?? (_ => { });
         _logger = logger ?? NullLogger.Instance;
     }
 
@@ -83,6 +93,9 @@ public sealed class RaftTransport : IAsyncDisposable
     /// <summary>Snapshots the peer took, and snapshots that failed (refused, cut off, unreachable peer).</summary>
     public long SnapshotsSent => Interlocked.Read(ref _snapshotsSent);
     public long SnapshotsFailed => Interlocked.Read(ref _snapshotsFailed);
+
+    /// <summary>Calls that peers ended because this node was removed from the cluster.</summary>
+    public long RemovedRefusals => Interlocked.Read(ref _removedRefusals);
 
     /// <summary>The peers messages can be sent to now.</summary>
     public IReadOnlyCollection<ulong> Peers => [.. _peers.Keys];
@@ -179,6 +192,14 @@ public sealed class RaftTransport : IAsyncDisposable
         await Task.WhenAll(_retiring.Keys).ConfigureAwait(false);
     }
 
+    private void ReportRemoved(ulong peer, Exception refusal)
+    {
+        Interlocked.Increment(ref _removedRefusals);
+        _logger.LogWarning("Peer {Peer} refuses this node's messages: this node was removed from the cluster ({Reason})",
+            peer, (refusal as GrpcCallException)?.StatusMessage ?? refusal.Message);
+        _onRemoved(peer);
+    }
+
     private sealed class Peer(RaftTransport transport, ulong id, GrpcClient client) : IAsyncDisposable
     {
         private readonly CancellationTokenSource _stop = CancellationTokenSource.CreateLinkedTokenSource(transport._stopping.Token);
@@ -202,12 +223,13 @@ public sealed class RaftTransport : IAsyncDisposable
             var token = _stop.Token;
             while (!token.IsCancellationRequested)
             {
+                Task? acks = null;
                 try
                 {
                     // Connect lazily: an idle peer holds no call open.
                     if (!await Queue.Reader.WaitToReadAsync(token).ConfigureAwait(false)) return;
                     await using var call = Client.StartDuplexStreaming(RaftPeerMethods.Stream);
-                    var acks = ReadAcksAsync(call, token);
+                    acks = ReadAcksAsync(call, token);
                     while (true)
                     {
                         var batch = new Pb.MessageBatch { ClusterId = options.ClusterId, SenderId = options.NodeId };
@@ -239,8 +261,17 @@ public sealed class RaftTransport : IAsyncDisposable
                 catch (Exception e)
                 {
                     if (token.IsCancellationRequested) return;
-                    transport._logger.LogWarning("Message stream to peer {Peer} failed, retrying in {Delay}: {Error}", id, delay, e.Message);
-                    transport._onUnreachable(id);
+                    // A write may fail before the acks read the status that ended the call: that status says more.
+                    if (acks?.Exception?.GetBaseException() is { } ended && RaftPeerMethods.IsRemovedMemberRefusal(ended)) e = ended;
+                    if (RaftPeerMethods.IsRemovedMemberRefusal(e))
+                    {
+                        transport.ReportRemoved(id, e);
+                    }
+                    else
+                    {
+                        transport._logger.LogWarning("Message stream to peer {Peer} failed, retrying in {Delay}: {Error}", id, delay, e.Message);
+                        transport._onUnreachable(id);
+                    }
                     try
                     {
                         await Task.Delay(delay, token).ConfigureAwait(false);
@@ -279,6 +310,7 @@ public sealed class RaftTransport : IAsyncDisposable
                 {
                     transport._logger.LogWarning("Snapshot at index {Index} to peer {Peer} failed: {Error}",
                         message.Snapshot?.Value.Metadata.Index, id, e.Message);
+                    if (RaftPeerMethods.IsRemovedMemberRefusal(e)) transport.ReportRemoved(id, e);
                 }
                 Interlocked.Increment(ref ok ? ref transport._snapshotsSent : ref transport._snapshotsFailed);
                 transport._onSnapshotStatus(id, ok);
