@@ -305,35 +305,29 @@ public sealed class PostgresKvStore : IAsyncDisposable
             }
             applied.Add(new AppliedEntry(entry.Index, entry.Term, c, result, false));
         }
-        await WriteBatchAsync(conn, tx, writes, history, requests, ct).ConfigureAwait(false);
-        var view = new StateCursor(working.Revision, working.CompactRevision);
-
-        if (applied.Count == 0) return applied;
-
-        await using (var cmd = new NpgsqlCommand(
-                         $"UPDATE {_q}.kv_groups SET revision = $2, compact_revision = $3, applied_index = $4, applied_term = $5 WHERE group_id = $1",
-                         conn, tx))
-        {
-            cmd.Parameters.Add(new() { Value = GroupId });
-            cmd.Parameters.Add(new() { Value = view.Revision });
-            cmd.Parameters.Add(new() { Value = view.CompactRevision });
-            cmd.Parameters.Add(new() { Value = (long)appliedIndex });
-            cmd.Parameters.Add(new() { Value = (long)appliedTerm });
-            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
-        }
+        // The new applied index and the purge of old request ids go in the same round trip as the writes.
+        var then = new List<NpgsqlBatchCommand>();
+        var advance = new NpgsqlBatchCommand(
+            $"UPDATE {_q}.kv_groups SET revision = $2, compact_revision = $3, applied_index = $4, applied_term = $5 WHERE group_id = $1");
+        advance.Parameters.Add(new() { Value = GroupId });
+        advance.Parameters.Add(new() { Value = working.Revision });
+        advance.Parameters.Add(new() { Value = working.CompactRevision });
+        advance.Parameters.Add(new() { Value = (long)appliedIndex });
+        advance.Parameters.Add(new() { Value = (long)appliedTerm });
+        then.Add(advance);
         if (newestProposal > 0)
         {
             // Forget request ids older than the retention, on the log's clock. Lookups apply the same
             // window, so when this runs does not change any decision.
-            await using var purge = new NpgsqlCommand(
-                $"DELETE FROM {_q}.kv_applied_requests WHERE group_id = $1 AND proposed_at_unix_ms < $2", conn, tx);
+            var purge = new NpgsqlBatchCommand($"DELETE FROM {_q}.kv_applied_requests WHERE group_id = $1 AND proposed_at_unix_ms < $2");
             purge.Parameters.Add(new() { Value = GroupId });
             purge.Parameters.Add(new() { Value = newestProposal - (long)_options.RequestIdRetention.TotalMilliseconds });
-            await purge.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+            then.Add(purge);
         }
+        await WriteBatchAsync(conn, tx, writes, history, requests, then, ct).ConfigureAwait(false);
         if (beforeCommit is not null) await beforeCommit(ct).ConfigureAwait(false);
         await tx.CommitAsync(ct).ConfigureAwait(false);
-        if (view.CompactRevision > state.CompactRevision) SchedulePurge(view.CompactRevision);
+        if (working.CompactRevision > state.CompactRevision) SchedulePurge(working.CompactRevision);
         return applied;
     }
 
@@ -385,12 +379,6 @@ public sealed class PostgresKvStore : IAsyncDisposable
             _logger.LogWarning("compacting the history of group {GroupId} to revision {Revision} failed (the next compaction retries): {Error}",
                 GroupId, compactRevision, e.Message);
         }
-    }
-
-    private sealed class StateCursor(long revision, long compactRevision)
-    {
-        public long Revision { get; set; } = revision;
-        public long CompactRevision { get; set; } = compactRevision;
     }
 
     /// <summary>The command of a normal entry, or the finished outcome of an entry that carries none (or a malformed one).</summary>
@@ -496,7 +484,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
 
     /// <summary>One round trip: the batch's final key writes, every version it wrote, and the results of its request ids.</summary>
     private async Task WriteBatchAsync(NpgsqlConnection conn, NpgsqlTransaction tx, KvChanges writes, List<KeyValue> history,
-        Dictionary<ByteString, (long ProposedAt, ulong Index, KvResult Result)> requests, CancellationToken ct)
+        Dictionary<ByteString, (long ProposedAt, ulong Index, KvResult Result)> requests, IEnumerable<NpgsqlBatchCommand> then, CancellationToken ct)
     {
         await using var batch = new NpgsqlBatch(conn, tx);
         if (history.Count > 0)
@@ -558,6 +546,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             cmd.Parameters.Add(new() { Value = requests.Values.Select(v => v.Result.ToByteArray()).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
             batch.BatchCommands.Add(cmd);
         }
+        foreach (var cmd in then) batch.BatchCommands.Add(cmd);
         if (batch.BatchCommands.Count > 0) await batch.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
     }
 
