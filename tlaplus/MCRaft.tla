@@ -47,8 +47,9 @@ MCConfChangesFull == SimpleCCs \cup JointOneCCs \cup JointTwoCCs \cup LeaveCCs
 
 \* Messages in flight: the network's copies (BagCardinality is built into TLC)
 \* plus the responses waiting in the outboxes for Persist (an outbox holds only
-\* its server's messages, so the union counts each once).
-InFlight == BagCardinality(network) + Cardinality(UNION {outbox[i] : i \in Server})
+\* its server's messages, so the outboxes together are one bag).
+InFlight == BagCardinality(network)
+            + BagCardinality([m \in UNION {DOMAIN outbox[i] : i \in Server} |-> outbox[m.from][m]])
 
 PlanFor(t) == CASE t = 1 -> Plan1 [] t = 2 -> Plan2 [] t = 3 -> Plan3 [] t = 4 -> Plan4
                 [] OTHER -> Server
@@ -60,8 +61,8 @@ PlanFollowed ==
         /\ role[i] = "PreCandidate" => i \in PlanFor(currentTerm[i] + 1)
 
 \* Server i has state that Persist has not written yet.
-Dirty(i) == \/ outbox[i] # {} \/ stableIndex[i] < LastIndex(i)
-            \/ hardState[i] # [term |-> currentTerm[i], vote |-> votedFor[i]]
+Dirty(i) == \/ outbox[i] # NoMsgs \/ stableIndex[i] < LastIndex(i)
+            \/ hardState[i] # CurrentHardState(i)
 
 \* Constant-level (evaluated once): is any steering knob in use?
 Steered == \/ AllowedMsgs # MsgTypes \/ MaxDirty < Cardinality(Server) \/ ~AllowApply
@@ -100,9 +101,9 @@ StartWith(term, vote, rl, ld, lg, cmt, nxt, mtch, pci, rec, el, cd, crec, vs) ==
     /\ currentTerm = term /\ votedFor = vote /\ log = lg
     /\ snapshotIndex = [i \in Server |-> 0] /\ snapshotTerm = [i \in Server |-> 0]
     /\ snapshotConfig = [i \in Server |-> InitConfig]
-    /\ hardState = [i \in Server |-> [term |-> term[i], vote |-> vote[i]]]
+    /\ hardState = [i \in Server |-> [term |-> term[i], vote |-> vote[i], commit |-> cmt[i]]]
     /\ stableIndex = [i \in Server |-> Len(lg[i])]
-    /\ outbox = [i \in Server |-> {}]
+    /\ outbox = [i \in Server |-> NoMsgs]
     /\ role = rl /\ leader = ld /\ heard = [i \in Server |-> ld[i] # Nil]
     /\ commitIndex = cmt /\ applied = [i \in Server |-> 0]
     /\ config = [i \in Server |-> InitConfig]

@@ -55,7 +55,7 @@ ASSUME /\ InitVoters \subseteq Server /\ InitVoters # {}
 (***************************** VARIABLES ***********************************)
 
 \* Persistent state (what etcd keeps in Storage).  The part of log beyond
-\* stableIndex, and currentTerm/votedFor when they differ from hardState,
+\* stableIndex, and currentTerm/votedFor/commitIndex when they differ from hardState,
 \* are not yet durable: they are etcd's "unstable" state.
 VARIABLES
     currentTerm,     \* HardState.Term as the node sees it
@@ -67,9 +67,9 @@ VARIABLES
 
 \* Durability: what survives a crash.
 VARIABLES
-    hardState,       \* [term, vote] last written to disk
+    hardState,       \* [term, vote, commit] last written to disk (etcd's HardState)
     stableIndex,     \* entries up to this index are on disk
-    outbox           \* etcd's msgsAfterAppend: responses released only by Persist
+    outbox           \* etcd's msgsAfterAppend (a bag, as network): responses released only by Persist
 
 \* Volatile state of every node.
 VARIABLES
@@ -189,18 +189,19 @@ ApplyCC(c, cc) ==
                                 autoLeave |-> FALSE]
       [] OTHER              -> c
 
-\* A change the leader may propose from configuration c (etcd refuses the
-\* others: a simple change of more than one voter, entering a joint config
-\* twice, leaving when not joint, removing every voter).
+\* A change the leader may propose from configuration c: the application
+\* proposes only changes etcd's confchange accepts (etcd panics applying the
+\* others), i.e. a simple change turns at most one voter, no joint
+\* configuration is entered from a joint or an empty one, none removes every
+\* voter, and only a joint configuration is left.  A change that changes
+\* nothing is accepted, as in etcd.
 ValidCC(c, cc) ==
     LET n == ApplyCC(c, cc) IN
     CASE cc.kind = "simple" ->
-            /\ ~IsJoint(c) /\ Cardinality(cc.changes) = 1
-            /\ n.voters # {} /\ n # c
+            /\ ~IsJoint(c) /\ Cardinality(cc.changes) = 1 /\ n.voters # {}
             /\ Cardinality((c.voters \ n.voters) \cup (n.voters \ c.voters)) <= 1
       [] cc.kind = "joint" ->
-            /\ ~IsJoint(c) /\ cc.changes # {} /\ n.voters # {}
-            /\ ApplyChanges(c, cc.changes, {}, FALSE) # c
+            /\ ~IsJoint(c) /\ c.voters # {} /\ cc.changes # {} /\ n.voters # {}
       [] cc.kind = "leave" -> IsJoint(c)
       [] OTHER -> FALSE
 
@@ -295,6 +296,11 @@ WithoutMessage(m, net) ==
 WithMessages(S, net) ==
     [k \in DOMAIN net \cup S |->
         (IF k \in DOMAIN net THEN net[k] ELSE 0) + (IF k \in S THEN 1 ELSE 0)]
+\* The bags a and b together.
+BagSum(a, b) ==
+    [k \in DOMAIN a \cup DOMAIN b |->
+        (IF k \in DOMAIN a THEN a[k] ELSE 0) + (IF k \in DOMAIN b THEN b[k] ELSE 0)]
+NoMsgs == [m \in {} |-> 0]
 
 Send(m)    == network' = WithMessage(m, network)
 Discard(m) == network' = WithoutMessage(m, network)
@@ -306,7 +312,7 @@ ReplyAfterPersist(i, resp, req) ==
     IF Mutant = "AckBeforePersist" /\ resp.type = "AppResp"
     THEN /\ Reply(resp, req)
          /\ UNCHANGED outbox
-    ELSE /\ outbox' = [outbox EXCEPT ![i] = @ \cup {resp}]
+    ELSE /\ outbox' = [outbox EXCEPT ![i] = WithMessage(resp, @)]
          /\ Discard(req)
 
 \* etcd Step for a message of a lower term: MsgApp and MsgHeartbeat get a
@@ -316,6 +322,11 @@ StaleReply(i, m) ==
     IF CheckQuorumEnabled \/ PreVoteEnabled
     THEN ReplyAfterPersist(i, AppResp(i, m.from, currentTerm[i], FALSE, 0, 0, 0), m)
     ELSE /\ Discard(m) /\ UNCHANGED outbox
+
+\* The largest index the acknowledgements queued at node i claim durable (0 if none).
+Acks(i) ==
+    LET idx == {r.index : r \in {x \in DOMAIN outbox[i] : x.type = "AppResp" /\ ~x.reject}}
+    IN IF idx = {} THEN 0 ELSE Max(idx)
 
 \* Entries newly committed when node i's commit index moves to c in log lg.
 NewlyCommitted(i, lg, c) ==
@@ -336,9 +347,9 @@ Init ==
     /\ snapshotIndex  = [i \in Server |-> 0]
     /\ snapshotTerm   = [i \in Server |-> 0]
     /\ snapshotConfig = [i \in Server |-> InitConfig]
-    /\ hardState      = [i \in Server |-> [term |-> 0, vote |-> Nil]]
+    /\ hardState      = [i \in Server |-> [term |-> 0, vote |-> Nil, commit |-> 0]]
     /\ stableIndex    = [i \in Server |-> 0]
-    /\ outbox         = [i \in Server |-> {}]
+    /\ outbox         = [i \in Server |-> NoMsgs]
     /\ role           = [i \in Server |-> "Follower"]
     /\ leader         = [i \in Server |-> Nil]
     /\ heard          = [i \in Server |-> FALSE]
@@ -422,19 +433,22 @@ Campaign(i, force, net) ==
 -----------------------------------------------------------------------------
 (***************************** ELECTIONS ***********************************)
 
-\* F# twin: Actions.Timeout -- the election timer fires (tickElection ->
-\* MsgHup -> hup/campaign).  A node that may campaign starts a pre-vote (or
-\* a vote without PreVote); any other node only loses its lease.
+\* F# twin: Actions.Timeout -- the election timer (tickElection).  A node that
+\* heard from a leader recently first only loses its lease: electionElapsed
+\* reaches electionTimeout (etcd's inLease is over) while the randomized
+\* timeout, never shorter, has not fired yet.  A node out of its lease that
+\* may campaign then times out (MsgHup -> hup/campaign): a pre-vote, or a
+\* vote without PreVote.
 Timeout(i) ==
     /\ role[i] # "Leader"
-    /\ IF CanCampaign(i)
-       THEN /\ IF PreVoteEnabled THEN BecomePreCandidate(i) ELSE Campaign(i, FALSE, network)
-            /\ UNCHANGED <<log, snapshotIndex, snapshotTerm, snapshotConfig, diskVars,
-                           commitIndex, applied, config, historyVars>>
-       ELSE /\ heard[i]
-            /\ heard' = [heard EXCEPT ![i] = FALSE]
+    /\ IF heard[i]
+       THEN /\ heard' = [heard EXCEPT ![i] = FALSE]
             /\ UNCHANGED <<persistVars, diskVars, role, leader, commitIndex, applied,
                            config, leaderVars, network, historyVars>>
+       ELSE /\ CanCampaign(i)
+            /\ IF PreVoteEnabled THEN BecomePreCandidate(i) ELSE Campaign(i, FALSE, network)
+            /\ UNCHANGED <<log, snapshotIndex, snapshotTerm, snapshotConfig, diskVars,
+                           commitIndex, applied, config, historyVars>>
 
 \* F# twin: Actions.BecomeCandidate -- etcd poll() returned VoteWon for the
 \* pre-vote: campaign(campaignElection).
@@ -648,9 +662,9 @@ AppendEntries(i, j) ==
 \* append (truncating a conflicting suffix), commit up to min(commit,
 \* last new index), acknowledge the last new index.  Otherwise reject with
 \* the hint (RejectHint, LogTerm) of findConflictByTerm.  Responses wait for
-\* Persist.  A truncation waits until the node's earlier writes are done
-\* (etcd's storage writes are ordered, so an earlier acknowledgement never
-\* outlives the entries it acknowledges).
+\* Persist.  A truncation waits while an acknowledgement of an entry it
+\* removes is still queued (Acks): it would leave after the write that
+\* removes the entry (etcd's storage writes are ordered).
 HandleAppendEntriesRequest(i, m) ==
     /\ m.type = "App" /\ m.term <= currentTerm[i]
     /\ IF m.term < currentTerm[i]
@@ -671,7 +685,7 @@ HandleAppendEntriesRequest(i, m) ==
                             ELSE SubSeq(log[i], 1, c - 1 - snapshotIndex[i])
                                  \o SubSeq(m.entries, c - m.prevIndex, Len(m.entries))
                  newCommit == Max({commitIndex[i], Min({m.commit, lastNew})})
-             IN /\ (c # 0 /\ c <= LastIndex(i)) => outbox[i] = {}
+             IN /\ (c # 0 /\ c <= LastIndex(i)) => Acks(i) < c
                 /\ log' = [log EXCEPT ![i] = newLog]
                 /\ stableIndex' = [stableIndex EXCEPT ![i] = IF c = 0 THEN @ ELSE Min({@, c - 1})]
                 /\ commitIndex' = [commitIndex EXCEPT ![i] = newCommit]
@@ -793,7 +807,8 @@ SendSnapshot(i, j) ==
 \* index if the log already has the snapshot's last entry; otherwise the
 \* log is replaced by the snapshot, which becomes the node's configuration
 \* and state machine.  The restored snapshot is durable at once (it only
-\* holds committed entries); as for truncation, it waits for earlier writes.
+\* holds committed entries); as for truncation, it waits while an
+\* acknowledgement of an entry it discards is queued.
 HandleSnapshot(i, m) ==
     /\ m.type = "Snap" /\ m.term <= currentTerm[i]
     /\ IF m.term < currentTerm[i]
@@ -815,7 +830,7 @@ HandleSnapshot(i, m) ==
              /\ UNCHANGED <<log, snapshotIndex, snapshotTerm, snapshotConfig, stableIndex,
                             applied, config>>
           ELSE
-             /\ outbox[i] = {}
+             /\ Acks(i) <= m.snapIndex
              /\ log'            = [log EXCEPT ![i] = << >>]
              /\ snapshotIndex'  = [snapshotIndex EXCEPT ![i] = m.snapIndex]
              /\ snapshotTerm'   = [snapshotTerm EXCEPT ![i] = m.snapTerm]
@@ -844,19 +859,22 @@ CompactLog(i, n) ==
 -----------------------------------------------------------------------------
 (***************************** DURABILITY AND APPLICATION ******************)
 
+\* The HardState a Ready would carry now.
+CurrentHardState(i) == [term |-> currentTerm[i], vote |-> votedFor[i], commit |-> commitIndex[i]]
+
 \* F# twin: Actions.Persist -- one Ready handled: HardState and unstable
 \* entries are written (stableTo, MsgStorageAppendResp), then the responses
 \* that waited for them are sent.
 Persist(i) ==
-    /\ \/ hardState[i] # [term |-> currentTerm[i], vote |-> votedFor[i]]
+    /\ \/ hardState[i] # CurrentHardState(i)
        \/ stableIndex[i] < LastIndex(i)
-       \/ outbox[i] # {}
-    /\ hardState'   = [hardState EXCEPT ![i] = [term |-> currentTerm[i], vote |-> votedFor[i]]]
+       \/ outbox[i] # NoMsgs
+    /\ hardState'   = [hardState EXCEPT ![i] = CurrentHardState(i)]
     /\ stableIndex' = [stableIndex EXCEPT ![i] = LastIndex(i)]
-    /\ outbox'      = [outbox EXCEPT ![i] = {}]
-    /\ network'     = WithMessages(outbox[i], network)
+    /\ outbox'      = [outbox EXCEPT ![i] = NoMsgs]
+    /\ network'     = BagSum(network, outbox[i])
     /\ votesSent'   = votesSent \cup
-          {<<i, m.term, m.to>> : m \in {x \in outbox[i] : x.type = "VoteResp" /\ ~x.reject}}
+          {<<i, m.term, m.to>> : m \in {x \in DOMAIN outbox[i] : x.type = "VoteResp" /\ ~x.reject}}
     /\ UNCHANGED <<persistVars, nodeVars, leaderVars, elections, committed, commitRecords,
                    reads, restartCount, confCount, readCount>>
 
@@ -929,26 +947,32 @@ HandleReadIndexQuorum(i) ==
 
 \* F# twin: Simulator.Restart -- a crash and restart: the durable HardState,
 \* durable entries and the snapshot come back; volatile state, unsent
-\* responses and undurable entries are lost.  Commit and applied restart at
-\* the snapshot (HardState.Commit is not modelled), the configuration is the
-\* snapshot's (the application re-applies later conf entries).
+\* responses and undurable entries are lost.  The commit index restarts at
+\* HardState.Commit (at the snapshot if that is later: a restored snapshot is
+\* durable at once), applied and the configuration at the snapshot (the
+\* application re-applies the later committed entries, conf changes included).
 RestoredVote(i) == IF Mutant = "VoteNotPersisted" THEN Nil ELSE hardState[i].vote
+RestoredCommit(i) == IF hardState[i].commit > snapshotIndex[i] THEN hardState[i].commit
+                     ELSE snapshotIndex[i]
+
+\* The restart changes something (a restart that would not is a stutter).
+RestartChanges(i) ==
+    \/ role[i] # "Follower" \/ leader[i] # Nil \/ heard[i]
+    \/ commitIndex[i] # RestoredCommit(i) \/ applied[i] # snapshotIndex[i]
+    \/ config[i] # snapshotConfig[i] \/ outbox[i] # NoMsgs
+    \/ stableIndex[i] < LastIndex(i)
+    \/ currentTerm[i] # hardState[i].term \/ votedFor[i] # RestoredVote(i)
 
 Restart(i) ==
-    \* a restart that would change nothing is a stutter: not taken
-    /\ \/ role[i] # "Follower" \/ leader[i] # Nil \/ heard[i]
-       \/ commitIndex[i] # snapshotIndex[i] \/ applied[i] # snapshotIndex[i]
-       \/ config[i] # snapshotConfig[i] \/ outbox[i] # {}
-       \/ stableIndex[i] < LastIndex(i)
-       \/ currentTerm[i] # hardState[i].term \/ votedFor[i] # RestoredVote(i)
+    /\ RestartChanges(i)
     /\ currentTerm' = [currentTerm EXCEPT ![i] = hardState[i].term]
     /\ votedFor'    = [votedFor EXCEPT ![i] = RestoredVote(i)]
     /\ log'         = [log EXCEPT ![i] = SubSeq(@, 1, stableIndex[i] - snapshotIndex[i])]
-    /\ outbox'      = [outbox EXCEPT ![i] = {}]
+    /\ outbox'      = [outbox EXCEPT ![i] = NoMsgs]
     /\ role'        = [role EXCEPT ![i] = "Follower"]
     /\ leader'      = [leader EXCEPT ![i] = Nil]
     /\ heard'       = [heard EXCEPT ![i] = FALSE]
-    /\ commitIndex' = [commitIndex EXCEPT ![i] = snapshotIndex[i]]
+    /\ commitIndex' = [commitIndex EXCEPT ![i] = RestoredCommit(i)]
     /\ applied'     = [applied EXCEPT ![i] = snapshotIndex[i]]
     /\ config'      = [config EXCEPT ![i] = snapshotConfig[i]]
     /\ ResetLeaderState(i)
@@ -1029,9 +1053,10 @@ TypeOK ==
     /\ \A i \in Server : \A k \in 1..Len(log[i]) : EntryOK(log[i][k])
     /\ snapshotIndex \in [Server -> Nat] /\ snapshotTerm \in [Server -> Nat]
     /\ snapshotConfig \in [Server -> ConfigType]
-    /\ hardState \in [Server -> [term: Nat, vote: Server \cup {Nil}]]
+    /\ hardState \in [Server -> [term: Nat, vote: Server \cup {Nil}, commit: Nat]]
     /\ stableIndex \in [Server -> Nat]
-    /\ \A i \in Server : \A m \in outbox[i] : m.type \in MsgTypes /\ m.from = i
+    /\ \A i \in Server : \A m \in DOMAIN outbox[i] :
+          m.type \in MsgTypes /\ m.from = i /\ outbox[i][m] \in Nat \ {0}
     /\ role \in [Server -> Roles]
     /\ leader \in [Server -> Server \cup {Nil}]
     /\ heard \in [Server -> BOOLEAN]
@@ -1161,11 +1186,13 @@ MonotonicTerm ==
          /\ \/ currentTerm'[i] >= currentTerm[i]
             \/ restartCount' = restartCount + 1 /\ currentTerm'[i] = hardState[i].term]_vars
 
-\* MonotonicCommit (action property): the commit index never decreases
-\* except on a restart, where it restarts at the snapshot.
+\* MonotonicCommit (action property): the durable commit index never
+\* decreases; the in-memory one only falls back to the durable one (or the
+\* snapshot) on a restart.
 MonotonicCommit ==
     [][\A i \in Server :
-         \/ commitIndex'[i] >= commitIndex[i]
-         \/ restartCount' = restartCount + 1 /\ commitIndex'[i] = snapshotIndex[i]]_vars
+         /\ hardState'[i].commit >= hardState[i].commit
+         /\ \/ commitIndex'[i] >= commitIndex[i]
+            \/ restartCount' = restartCount + 1 /\ commitIndex'[i] = RestoredCommit(i)]_vars
 
 =============================================================================

@@ -1,84 +1,135 @@
 ------------------------------ MODULE TraceRaft ------------------------------
 (***************************************************************************)
 (* Trace validation: does some behaviour of Raft.tla produce the events    *)
-(* an implementation run logged?  The log is ndjson in etcd's             *)
-(* TracingEvent schema (src/Raft.Host/Tracing/TraceNdjson.cs writes it).   *)
+(* an implementation run logged?  A log is ndjson in etcd's TracingEvent   *)
+(* schema (src/Raft.Host/Tracing/TraceNdjson.cs writes it).  One TLC run   *)
+(* validates a list of such files (TraceList): every initial state picks   *)
+(* one trace (variable t), so one breadth-first search follows all of them *)
+(* at once and each is judged on its own.                                  *)
 (*                                                                         *)
-(* The variable l is the position in the trace.  Every step of TraceNext  *)
+(* The variable l is the position in trace t.  Every step of TraceNext    *)
 (* either consumes line l with the spec action(s) that line stands for    *)
 (* (checking the message the line names and, where the implementation     *)
 (* logs it at a point where both agree, the node's state: term, vote,      *)
-(* commit, role, last index, voters), or takes one of the few spec actions *)
-(* the implementation never logs (Apply, compaction, leadership transfer, *)
-(* the term update before a message is handled ...), each allowed only     *)
-(* next to the line that needs it, so that the search stays narrow.       *)
-(* TLC explores breadth-first; the trace is accepted when a state with     *)
-(* l = Len(Trace) + 1 is reachable, i.e. when the invariant               *)
-(* TraceNotFullyConsumed is violated (validate-trace.sh reads it so).      *)
+(* commit, role, last index, voters), or takes one of the spec actions the *)
+(* implementation never logs (Apply, compaction, leadership transfer, the  *)
+(* term update before a message is handled, the whole pre-vote exchange,   *)
+(* CheckQuorum, the end of a lease ...), each allowed only next to the     *)
+(* line that needs it, so that the search stays narrow.  A trace is        *)
+(* accepted when a state with l = Len(trace) + 1 is reachable; TraceAccept *)
+(* prints it (validate-trace.sh reads TLC's output), and the states of an  *)
+(* accepted trace are not explored further.                                *)
 (*                                                                         *)
 (* Where the implementation's atomicity differs from the spec's, the line  *)
 (* that carries the effect is chosen as follows (etcd logs a receive       *)
-(* before handling it, a send when the message is queued, a Ready after    *)
-(* the step): the spec handler runs at the Receive line; response lines    *)
-(* check that the handler queued that response; Ready lines are the        *)
-(* state checkpoints and stand for Persist.  See tlaplus/README-trace.md   *)
-(* for the divergences between the spec and etcd's behaviour that the      *)
-(* mapping relaxes, and why.                                               *)
+(* before handling it, a send when the message is queued, a Ready when     *)
+(* the node hands its state to the application): the spec handler runs at  *)
+(* the Receive line; response lines check that the handler queued that     *)
+(* response; Ready lines are the state checkpoints and stand for Persist.  *)
+(* See tlaplus/README-trace.md for the divergences between the spec and    *)
+(* etcd's behaviour that the mapping relaxes, and why.                     *)
 (***************************************************************************)
 EXTENDS Raft, Json
 
-CONSTANTS
-    TraceFile,   \* path of the ndjson trace
-    BootIndex,   \* the initial voters start from a snapshot at this index ...
-    BootTerm     \* ... and term (the simulator's bootstrap: 1, 1)
+CONSTANT TraceList   \* a JSON file holding the array of the ndjson traces' paths
 
-VARIABLE l
+VARIABLES
+    t,   \* the trace this behaviour follows: an index of TraceFiles
+    l    \* the next line of trace t to consume
 
-traceVars == <<vars, l>>
+traceVars == <<vars, t, l>>
 
 ToSet(s) == {s[k] : k \in DOMAIN s}
 
-\* The events, in order (lines without an "event" member are not trace lines).
-\* (read once: the LET value is shared by every k)
-Trace == TLCEval(LET lines == SelectSeq(ndJsonDeserialize(TraceFile), LAMBDA x : "event" \in DOMAIN x)
-                 IN [k \in DOMAIN lines |-> lines[k].event])
+-----------------------------------------------------------------------------
+(* The traces, read once (TLCEval: the values are shared by every state).  *)
+
+IsEvent(x) == "event" \in DOMAIN x
+IsOptions(x) == "tag" \in DOMAIN x /\ x.tag = "raftv-trace"
+
+TraceFiles == TLCEval(JsonDeserialize(TraceList))
+Parsed == TLCEval([k \in DOMAIN TraceFiles |-> ndJsonDeserialize(TraceFiles[k])])
+
+\* The events of each trace, in order (lines without an "event" member are
+\* not trace lines).
+Traces == TLCEval([k \in DOMAIN Parsed |->
+                     LET ev == SelectSeq(Parsed[k], IsEvent) IN [p \in DOMAIN ev |-> ev[p].event]])
+
+\* How each run started, from the trace's options line, e.g.
+\*   {"tag":"raftv-trace","boot":"snapshot","bootIndex":1,"bootTerm":1,
+\*    "voters":["1","2","3"],"prevote":false,"checkquorum":false}
+\* boot "snapshot": the voters start from a snapshot (index, term) holding the
+\* configuration (the simulator's bootstrap; other nodes start empty);
+\* boot "entries": the voters were bootstrapped etcd's way, with the
+\* conf-change entries adding the voters in order at term 1 (Raft.Host's
+\* Bootstrap).  A trace without an options line is a simulator trace:
+\* snapshot at (1, 1) of the voters of its first event, both options off.
+DefaultOptions(k) ==
+    [boot |-> "snapshot", bootIndex |-> 1, bootTerm |-> 1, voters |-> Traces[k][1].conf[1],
+     prevote |-> FALSE, checkquorum |-> FALSE]
+Options == TLCEval([k \in DOMAIN Parsed |->
+                      LET o == SelectSeq(Parsed[k], IsOptions)
+                      IN IF o = << >> THEN DefaultOptions(k) ELSE o[1]])
+
+\* One TLC run has one PreVote and one CheckQuorum setting (constants of
+\* Raft.tla): validate-trace.sh groups the traces by their options.
+ASSUME \A k \in DOMAIN Options :
+          /\ Options[k].prevote = PreVoteEnabled /\ Options[k].checkquorum = CheckQuorumEnabled
+          /\ Options[k].boot \in {"snapshot", "entries"}
+
+Trace == Traces[t]
+Opt == Options[t]
+BootVoters == ToSet(Opt.voters)
 
 HasMsg(e) == "msg" \in DOMAIN e
 HasCC(e)  == "prop" \in DOMAIN e /\ "cc" \in DOMAIN e.prop
-Changes(e) == IF HasCC(e) /\ "changes" \in DOMAIN e.prop.cc THEN ToSet(e.prop.cc.changes) ELSE {}
-
-\* Every node id the trace names.
-IdsOf(e) ==
-    {e.nid} \cup ToSet(e.conf[1]) \cup ToSet(e.conf[2])
-    \cup (IF HasMsg(e) THEN {e.msg.from, e.msg.to} ELSE {})
-    \cup {c.nid : c \in Changes(e)}
-
-TraceServer == TLCEval(UNION {IdsOf(Trace[k]) : k \in DOMAIN Trace})
-
-\* The voters of the bootstrap configuration: those of the first event.
-TraceInitVoters == TLCEval(ToSet(Trace[1].conf[1]))
+\* The voters an ApplyConfChange line switched to (the writer omits an empty list).
+NewConf(e) == IF "newconf" \in DOMAIN e.prop.cc THEN ToSet(e.prop.cc.newconf) ELSE {}
 
 OpOf(a) == CASE a = "AddNewServer" -> "AddNode"
              [] a = "AddLearner"   -> "AddLearner"
              [] a = "RemoveServer" -> "Remove"
              [] OTHER              -> "Update"
 
-\* The conf changes the trace proposes.  etcd's trace does not say whether a
-\* change of several nodes was simple or joint, nor its auto-leave flag: all
-\* are candidates; a change of one node is simple (etcd's ConfChangeV2 with
-\* the automatic transition).
-SpecChanges(e) == {[op |-> OpOf(c.action), node |-> c.nid] : c \in Changes(e)}
-TraceChangeSets == TLCEval({SpecChanges(Trace[k]) : k \in {k \in DOMAIN Trace : Trace[k].name = "ChangeConf"}})
-TraceConfChanges == TLCEval(
-    {[kind |-> "simple", changes |-> ch, autoLeave |-> FALSE] : ch \in TraceChangeSets}
-    \cup {[kind |-> "joint", changes |-> ch, autoLeave |-> a] :
-             ch \in {c \in TraceChangeSets : Cardinality(c) > 1}, a \in BOOLEAN}
-    \cup {LeaveJointCC})
+\* The single changes of a ChangeConf line, in order.
+LineChanges(e) ==
+    IF HasCC(e) /\ "changes" \in DOMAIN e.prop.cc THEN e.prop.cc.changes ELSE << >>
+
+\* The changes a ChangeConf line proposes.  etcd applies the single changes
+\* of a conf change in order, and the last one naming a node decides what it
+\* becomes; Raft.tla applies a set of changes, so only the last change of
+\* each node is kept.
+SpecChanges(e) ==
+    LET cs == LineChanges(e)
+        last == {k \in DOMAIN cs : \A k2 \in DOMAIN cs : k2 > k => cs[k2].nid # cs[k].nid}
+    IN {[op |-> OpOf(cs[k].action), node |-> cs[k].nid] : k \in last}
+
+\* The conf changes a ChangeConf line may stand for: etcd makes a change of
+\* one node simple (its ConfChangeV2 with the automatic transition) and one of
+\* several nodes joint; the trace does not say whether a joint configuration
+\* is left automatically.
+CCsFor(e) ==
+    IF Len(LineChanges(e)) = 1
+    THEN {[kind |-> "simple", changes |-> SpecChanges(e), autoLeave |-> FALSE]}
+    ELSE {[kind |-> "joint", changes |-> SpecChanges(e), autoLeave |-> a] : a \in BOOLEAN}
 
 RoleOf(r) == CASE r = "StateFollower"     -> "Follower"
                [] r = "StatePreCandidate" -> "PreCandidate"
                [] r = "StateCandidate"    -> "Candidate"
                [] r = "StateLeader"       -> "Leader"
+
+\* The last line of node i before line p (0 if none).
+RECURSIVE LastLineOf(_, _, _)
+LastLineOf(tr, i, p) == IF p < 1 THEN 0 ELSE IF tr[p].nid = i THEN p ELSE LastLineOf(tr, i, p - 1)
+
+\* The next line of node i from line p on that is one of the names (0 if none).
+RECURSIVE NextLineOf(_, _, _, _)
+NextLineOf(tr, i, names, p) ==
+    IF p > Len(tr) THEN 0
+    ELSE IF tr[p].nid = i /\ tr[p].name \in names THEN p
+    ELSE NextLineOf(tr, i, names, p + 1)
+
+NameAt(p) == IF p \in DOMAIN Trace THEN Trace[p].name ELSE "none"
 
 -----------------------------------------------------------------------------
 (* Matching a logged message with a spec message.                          *)
@@ -107,20 +158,20 @@ SentNow(tm) ==
         /\ network'[m] = (IF m \in DOMAIN network THEN network[m] ELSE 0) + 1
 
 \* The logged response is queued (outbox) or already in the network.
-Queued(i, tm) == \E m \in outbox[i] \cup DOMAIN network : MsgMatches(m, tm)
+Queued(i, tm) == \E m \in DOMAIN outbox[i] \cup DOMAIN network : MsgMatches(m, tm)
 
 -----------------------------------------------------------------------------
 (* Matching the logged state of node i.                                    *)
 
-\* etcd's candidate that lost its election becomes a follower of the same
-\* term at once; Raft.tla's stays a candidate until its next Timeout (see
-\* HandleRequestVoteResponse).  Both keep term and vote, so a logged
-\* follower may be a spec candidate.
-RoleOk(r, logged) == r = logged \/ (r = "Candidate" /\ logged = "Follower")
+\* etcd's (pre-)candidate that lost its election becomes a follower of the
+\* same term at once; Raft.tla's stays a (pre-)candidate until its next
+\* Timeout (see HandleRequestVoteResponse).  Both keep term and vote, so a
+\* logged follower may be a spec (pre-)candidate.
+RoleOk(r, logged) == r = logged \/ (r \in {"Candidate", "PreCandidate"} /\ logged = "Follower")
 
 ConfOk(c, e) == c.voters = ToSet(e.conf[1]) /\ c.outgoing = ToSet(e.conf[2])
 
-\* The logged state against the state after the step (primed) or before it.
+\* The logged state against the state after the step (primed).
 StateIs(i, e, logOffset) ==
     /\ currentTerm'[i] = e.state.term
     /\ votedFor'[i] = e.state.vote
@@ -136,6 +187,13 @@ PreStateIs(i, e) ==
     /\ commitIndex[i] = e.state.commit
     /\ LastIndex(i) = e.log
     /\ ConfOk(config[i], e)
+
+\* Node i restarted just before line l: its InitState line, then the restore
+\* of its configuration (ApplyConfChange), then its BecomeFollower.
+RestartedBefore(i, p) ==
+    LET q == LastLineOf(Trace, i, p - 1) IN
+    \/ NameAt(q) = "InitState"
+    \/ NameAt(q) = "ApplyConfChange" /\ NameAt(LastLineOf(Trace, i, q - 1)) = "InitState"
 
 -----------------------------------------------------------------------------
 (* Trace-only forms of two sending actions.  The implementation pipelines  *)
@@ -158,6 +216,23 @@ TraceSendSnapshot(i, j) ==
     /\ Send(SnapReq(i, j, currentTerm[i], snapshotIndex[i], snapshotTerm[i], snapshotConfig[i]))
     /\ UNCHANGED <<persistVars, diskVars, nodeVars, leaderVars, historyVars>>
 
+\* etcd's Bootstrap (not a Raft.tla action: the application seeds an empty
+\* node): term 1, one committed conf-change entry per voter, in order, not
+\* applied yet (the node applies them, logging ApplyConfChange), nothing
+\* durable yet (its first Ready writes it).
+Bootstrap(i) ==
+    LET vs == Opt.voters IN
+    /\ currentTerm' = [currentTerm EXCEPT ![i] = 1]
+    /\ log' = [log EXCEPT ![i] =
+          [k \in DOMAIN vs |->
+              ConfEntry(1, [kind |-> "simple", changes |-> {[op |-> "AddNode", node |-> vs[k]]},
+                            autoLeave |-> FALSE])]]
+    /\ commitIndex' = [commitIndex EXCEPT ![i] = Len(vs)]
+    /\ committed' = committed \cup {<<k, 1>> : k \in DOMAIN vs}
+    /\ UNCHANGED <<votedFor, snapshotIndex, snapshotTerm, snapshotConfig, diskVars, role,
+                   leader, heard, applied, config, leaderVars, network, elections,
+                   commitRecords, votesSent, reads, restartCount, confCount, readCount>>
+
 \* The spec's handlers of a delivered message (UpdateTerm aside).
 Handle(i, m) ==
     \/ HandleRequestVoteRequest(i, m)
@@ -173,11 +248,31 @@ Handle(i, m) ==
 
 ReceiveNames == {"ReceiveAppendEntriesRequest", "ReceiveAppendEntriesResponse",
                  "ReceiveRequestVoteRequest", "ReceiveRequestVoteResponse"}
+SendNames == {"SendAppendEntriesRequest", "SendAppendEntriesResponse",
+              "SendRequestVoteRequest", "SendRequestVoteResponse"}
 
 IsSelfMsg(e) == HasMsg(e) /\ e.msg.from = e.msg.to
 
 \* The line before l is node i's BecomeLeader: this Replicate is its empty entry.
 AfterBecomeLeader(i) == l > 1 /\ Trace[l - 1].name = "BecomeLeader" /\ Trace[l - 1].nid = i
+
+\* Node i writes nothing at this Ready: it crashes (InitState) before its next
+\* Ready, so the write, and the messages that waited for it, are lost.
+WriteLost(i) == NameAt(NextLineOf(Trace, i, {"Ready", "InitState"}, l + 1)) = "InitState"
+
+\* An ApplyConfChange line that changes nothing in the spec: the restore of a
+\* configuration from the snapshot at a restart, or by a snapshot the Receive
+\* line just before installed, or the application applying again a change in
+\* force already (etcd's Bootstrap applies its entries before the application
+\* gets them).
+ConfAlreadyApplied(i, e) ==
+    /\ config[i].voters = NewConf(e)
+    /\ \/ RestartedBefore(i, l)
+       \/ \E k \in {l - 2, l - 1} \cap DOMAIN Trace :
+             /\ Trace[k].nid = i /\ Trace[k].name = "ReceiveAppendEntriesRequest"
+             /\ Trace[k].msg.type = "MsgSnap"
+       \/ /\ ToSet(e.conf[1]) = NewConf(e)
+          /\ ~(applied[i] < commitIndex[i] /\ Entry(i, applied[i] + 1).type = "conf")
 
 StepLine(e) ==
     LET i == e.nid IN
@@ -191,48 +286,51 @@ StepLine(e) ==
             \* logged before the empty entry of the term is appended
             BecomeLeader(i) /\ StateIs(i, e, 1)
       [] e.name = "BecomeFollower" ->
-            \* etcd logs it inside the step whose spec action ran at the Receive line
-            /\ UNCHANGED vars
-            /\ currentTerm[i] = e.state.term /\ RoleOk(role[i], RoleOf(e.role))
+            \/ \* etcd logs it inside the step whose spec action ran at the Receive
+               \* line (or CheckQuorum's, or a restart's)
+               /\ UNCHANGED vars
+               /\ currentTerm[i] = e.state.term /\ RoleOk(role[i], RoleOf(e.role))
+               \* (vote and commit may change later in a step; not in a restart's)
+               /\ RestartedBefore(i, l) => votedFor[i] = e.state.vote /\ commitIndex[i] = e.state.commit
+            \/ \* the first step of etcd's Bootstrap
+               /\ Opt.boot = "entries" /\ i \in BootVoters
+               /\ currentTerm[i] = 0 /\ LastIndex(i) = 0 /\ e.state.term = 1
+               /\ Bootstrap(i)
       [] e.name = "Replicate" ->
             IF AfterBecomeLeader(i)
             THEN UNCHANGED vars
             \* logged before the entry is appended, once per entry of a batch
             ELSE \E v \in Value : ClientRequest(i, v) /\ currentTerm[i] = e.state.term
       [] e.name = "ChangeConf" ->
-            \E cc \in ConfChanges :
-                /\ cc.changes = SpecChanges(e)
+            \E cc \in CCsFor(e) :
                 /\ ProposeConfChange(i, cc)
                 /\ currentTerm[i] = e.state.term
       [] e.name = "ApplyConfChange" ->
             \/ /\ ApplyConfChange(i)
                /\ ConfOk(config[i], e)
-               /\ config'[i].voters = ToSet(e.prop.cc.newconf)
-            \* a snapshot restored by the Receive line just before switched the
-            \* configuration already
-            \/ /\ \E k \in {l - 2, l - 1} \cap DOMAIN Trace :
-                     /\ Trace[k].nid = i /\ Trace[k].name = "ReceiveAppendEntriesRequest"
-                     /\ Trace[k].msg.type = "MsgSnap"
-               /\ UNCHANGED vars
-               /\ config[i].voters = ToSet(e.prop.cc.newconf)
+               /\ config'[i].voters = NewConf(e)
+            \/ /\ UNCHANGED vars
+               /\ ConfAlreadyApplied(i, e)
       [] e.name = "Commit" ->
             /\ \/ AdvanceCommitIndex(i)
                \/ UNCHANGED vars /\ commitIndex[i] = e.state.commit
             /\ StateIs(i, e, 0)
       [] e.name = "Ready" ->
             \* Persist when there is something to persist (the spec's Persist is
-            \* not enabled otherwise); the Ready of a crashed write is not modelled
-            /\ IF \/ hardState[i] # [term |-> currentTerm[i], vote |-> votedFor[i]]
+            \* not enabled otherwise), unless the write is lost in a crash
+            /\ IF \/ hardState[i] # CurrentHardState(i)
                   \/ stableIndex[i] < LastIndex(i)
-                  \/ outbox[i] # {}
-               THEN Persist(i)
+                  \/ outbox[i] # NoMsgs
+               THEN Persist(i) \/ (WriteLost(i) /\ UNCHANGED vars)
                ELSE UNCHANGED vars
             /\ StateIs(i, e, 0)
       [] e.name = "InitState" ->
-            /\ Restart(i)
-            \* the spec restarts commit at the snapshot (HardState.Commit is not modelled)
-            /\ currentTerm'[i] = e.state.term /\ votedFor'[i] = e.state.vote
-            /\ LastIndex(i) >= e.log
+            \* a restart; logged before the node loads its HardState (term 0, no
+            \* vote, commit at the snapshot): the BecomeFollower line of the
+            \* restart checks term, vote and commit
+            /\ IF RestartChanges(i) THEN Restart(i) ELSE UNCHANGED vars
+            /\ snapshotIndex'[i] + Len(log'[i]) = e.log
+            /\ snapshotIndex'[i] = e.state.commit
       [] e.name = "SendAppendEntriesRequest" ->
             /\ CASE e.msg.type = "MsgApp" ->
                         TraceAppendEntries(i, e.msg.to, e.msg.index, e.msg.entries)
@@ -265,22 +363,39 @@ StepLine(e) ==
 (* Spec actions the implementation does not log, each allowed only where   *)
 (* the current line needs it (l unchanged).                                *)
 
-SendNames == {"SendAppendEntriesRequest", "SendAppendEntriesResponse",
-              "SendRequestVoteRequest", "SendRequestVoteResponse"}
+\* The copies of the message of a receive line that must be in flight when it
+\* is consumed: the largest excess, over any stretch of the trace from that
+\* line on, of the message's receives over its sends (a copy the network
+\* duplicated may arrive after the same message was sent again).  Computed
+\* once per trace, backwards: for each message, the excess of the stretches
+\* starting at its latest occurrence seen so far.
+RECURSIVE ExcessScan(_, _, _, _)
+ExcessScan(tr, p, cur, acc) ==
+    IF p < 1 THEN acc
+    ELSE LET e == tr[p]
+             d == IF e.name \in ReceiveNames THEN 1 ELSE IF e.name \in SendNames THEN -1 ELSE 0
+         IN IF d = 0 THEN ExcessScan(tr, p - 1, cur, acc)
+            ELSE LET old == IF e.msg \in DOMAIN cur THEN cur[e.msg] ELSE 0
+                     new == IF d + old > 0 THEN d + old ELSE 0
+                 IN ExcessScan(tr, p - 1, (e.msg :> new) @@ cur,
+                               IF d = 1 THEN (p :> new) @@ acc ELSE acc)
 
-\* The copies of the message of receive line e that must be in flight now:
-\* the largest excess, over any stretch of the trace from l on, of its
-\* receives over its sends (a copy the network duplicated may arrive after
-\* the same message was sent again).
-RECURSIVE MaxExcess(_, _, _, _)
-MaxExcess(e, p, balance, best) ==
-    IF p > Len(Trace) THEN best
-    ELSE LET b == balance
-                  + (IF Trace[p].name = e.name /\ Trace[p].msg = e.msg THEN 1 ELSE 0)
-                  - (IF Trace[p].name \in SendNames /\ Trace[p].msg = e.msg THEN 1 ELSE 0)
-         IN MaxExcess(e, p + 1, b, IF b > best THEN b ELSE best)
+ReceiveExcess == TLCEval([k \in DOMAIN Traces |->
+                            ExcessScan(Traces[k], Len(Traces[k]), <<>>, <<>>)])
 
-ReceivesBeforeResend(e) == MaxExcess(e, l, 0, 0)
+ReceivesBeforeResend == ReceiveExcess[t][l]
+
+\* A (pre-)vote request of a higher term reaches i while the spec's i still
+\* holds the lease that etcd's i has lost (its election timer passed
+\* electionTimeout without firing yet).
+LeaseBlocks(i, m) ==
+    /\ m.type \in {"Vote", "PreVote"} /\ m.term > currentTerm[i] /\ InLease(i)
+    /\ ~(m.type = "Vote" /\ m.force)
+
+\* The pre-vote exchange, which etcd's trace schema does not record: the
+\* requests that may still count (their sender campaigns for that term).
+LivePreVote(m) ==
+    /\ m.type = "PreVote" /\ role[m.from] = "PreCandidate" /\ currentTerm[m.from] + 1 = m.term
 
 SilentStep(e) ==
     LET i == e.nid IN
@@ -288,13 +403,16 @@ SilentStep(e) ==
     \/ /\ e.name \in ReceiveNames /\ ~IsSelfMsg(e)
        /\ \E m \in DOMAIN network : m.to = i /\ MsgMatches(m, e.msg) /\ UpdateTerm(i, m)
     \* a message delivered more often than it is in the network: the network
-    \* duplicated it, or Raft.tla's outbox (a set) merged equal responses that
-    \* etcd sends twice
+    \* duplicated it
     \/ /\ e.name \in ReceiveNames /\ ~IsSelfMsg(e)
        /\ \E m \in DOMAIN network :
              /\ m.to = i /\ MsgMatches(m, e.msg)
-             /\ network[m] < ReceivesBeforeResend(e)
+             /\ network[m] < ReceivesBeforeResend
              /\ DuplicateMessage(m)
+    \* the lease of the receiver of a vote request ran out (CheckQuorum)
+    \/ /\ e.name = "ReceiveRequestVoteRequest" /\ ~IsSelfMsg(e)
+       /\ \E m \in DOMAIN network : m.to = i /\ MsgMatches(m, e.msg) /\ LeaseBlocks(i, m)
+       /\ Timeout(i)
     \* the application applies committed entries, as far as the line needs:
     \* up to a conf change to apply, up to the pending conf change before
     \* proposing one, up to the conf changes before campaigning, up to the
@@ -314,61 +432,122 @@ SilentStep(e) ==
     \* the leader's election tick aborts a transfer (proposals flow again)
     \/ /\ e.name \in {"Replicate", "ChangeConf"} /\ leadTransferee[i] # Nil
        /\ CheckQuorum(i)
+    \* a leader steps down at its election tick without a quorum recently
+    \* active (etcd logs the BecomeFollower only); the first tick may only
+    \* forget who was active
+    \/ /\ e.name = "BecomeFollower" /\ role[i] = "Leader" /\ e.state.term = currentTerm[i]
+       /\ CheckQuorum(i)
     \* leaving a joint configuration: etcd logs no ChangeConf for the empty change
-    \/ /\ e.nid = i
-       /\ \/ AutoLeaveJoint(i)
+    \/ /\ \/ AutoLeaveJoint(i)
           \/ ProposeConfChange(i, LeaveJointCC)
+    \* A campaign follows a timeout: the lease runs out first (Timeout of a
+    \* node that heard from its leader), then, with PreVote, the node becomes a
+    \* pre-candidate, where the line shows it campaigning or pre-campaigning;
+    \* a pre-candidate may time out again at its Ready lines, once none of its
+    \* requests is left in flight (a new round sends them anew)
+    \/ /\ \/ e.name = "BecomeCandidate" /\ heard[i]
+          \/ e.name = "BecomeCandidate" /\ PreVoteEnabled /\ role[i] # "PreCandidate"
+          \/ /\ e.name = "Ready" /\ PreVoteEnabled /\ RoleOf(e.role) = "PreCandidate"
+             /\ role[i] = "PreCandidate" =>
+                   ~\E m \in DOMAIN network : m.from = i /\ LivePreVote(m)
+       /\ Timeout(i)
+    \* a node handles the pre-vote requests it got before the Ready that
+    \* sends its answers (a lease still held in the spec may run out first);
+    \* only an answer that can still count is worth it: a grant, or a
+    \* rejection of a term above the pre-candidate's (which it follows)
+    \/ /\ PreVoteEnabled /\ e.name = "Ready"
+       /\ \E m \in DOMAIN network :
+             /\ m.to = i /\ LivePreVote(m)
+             /\ \/ LeaseBlocks(i, m) /\ Timeout(i)
+                \/ /\ HandleRequestVoteRequest(i, m)
+                   /\ \E r \in DOMAIN outbox'[i] \ DOMAIN outbox[i] :
+                         ~r.reject \/ r.term > currentTerm[m.from]
+    \* the pre-candidate counts the answers before it campaigns
+    \/ /\ PreVoteEnabled /\ e.name = "BecomeCandidate" /\ role[i] = "PreCandidate"
+       /\ \E m \in DOMAIN network :
+             /\ m.to = i /\ m.type = "PreVoteResp" /\ ~m.reject
+             /\ m.term = currentTerm[i] + 1 /\ m.from \notin votesGranted[i]
+             /\ HandleRequestVoteResponse(i, m)
+    \* a rejected pre-vote of a higher term makes the node follow that term
+    \* (etcd logs the BecomeFollower only)
+    \/ /\ e.name = "BecomeFollower" /\ e.state.term > currentTerm[i]
+       /\ \E m \in DOMAIN network :
+             /\ m.to = i /\ m.type \in {"PreVote", "PreVoteResp"} /\ m.term = e.state.term
+             /\ UpdateTerm(i, m)
 
 -----------------------------------------------------------------------------
 
+\* The state in which trace k starts.
 TraceInit ==
+    /\ t \in DOMAIN TraceFiles
     /\ l = 1
-    /\ currentTerm    = [i \in Server |-> 0]
-    /\ votedFor       = [i \in Server |-> Nil]
-    /\ log            = [i \in Server |-> << >>]
-    /\ snapshotIndex  = [i \in Server |-> IF i \in InitVoters THEN BootIndex ELSE 0]
-    /\ snapshotTerm   = [i \in Server |-> IF i \in InitVoters THEN BootTerm ELSE 0]
-    /\ snapshotConfig = [i \in Server |-> IF i \in InitVoters THEN InitConfig ELSE Config({}, {})]
-    /\ hardState      = [i \in Server |-> [term |-> 0, vote |-> Nil]]
-    /\ stableIndex    = snapshotIndex
-    /\ outbox         = [i \in Server |-> {}]
-    /\ role           = [i \in Server |-> "Follower"]
-    /\ leader         = [i \in Server |-> Nil]
-    /\ heard          = [i \in Server |-> FALSE]
-    /\ commitIndex    = snapshotIndex
-    /\ applied        = snapshotIndex
-    /\ config         = snapshotConfig
-    /\ votesGranted   = [i \in Server |-> {}]
-    /\ matchIndex     = [i \in Server |-> [j \in Server |-> 0]]
-    /\ nextIndex      = [i \in Server |-> [j \in Server |-> 1]]
-    /\ recentActive   = [i \in Server |-> {}]
-    /\ pendingConfIndex = [i \in Server |-> 0]
-    /\ leadTransferee = [i \in Server |-> Nil]
-    /\ readPending    = [i \in Server |-> NoRead]
-    /\ network        = [m \in {} |-> 0]
-    /\ elections      = {}
-    /\ committed      = {}
-    /\ commitRecords  = {}
-    /\ votesSent      = {}
-    /\ reads          = {}
-    /\ restartCount   = 0
-    /\ confCount      = 0
-    /\ readCount      = 0
+    /\ LET snap == Options[t].boot = "snapshot"
+           vs   == ToSet(Options[t].voters)
+           boot(i) == snap /\ i \in vs
+       IN
+       /\ currentTerm    = [i \in Server |-> 0]
+       /\ votedFor       = [i \in Server |-> Nil]
+       /\ log            = [i \in Server |-> << >>]
+       /\ snapshotIndex  = [i \in Server |-> IF boot(i) THEN Options[t].bootIndex ELSE 0]
+       /\ snapshotTerm   = [i \in Server |-> IF boot(i) THEN Options[t].bootTerm ELSE 0]
+       /\ snapshotConfig = [i \in Server |-> IF boot(i) THEN Config(vs, {}) ELSE Config({}, {})]
+       /\ hardState      = [i \in Server |-> [term |-> 0, vote |-> Nil, commit |-> snapshotIndex[i]]]
+       /\ stableIndex    = snapshotIndex
+       /\ outbox         = [i \in Server |-> NoMsgs]
+       /\ role           = [i \in Server |-> "Follower"]
+       /\ leader         = [i \in Server |-> Nil]
+       /\ heard          = [i \in Server |-> FALSE]
+       /\ commitIndex    = snapshotIndex
+       /\ applied        = snapshotIndex
+       /\ config         = snapshotConfig
+       /\ votesGranted   = [i \in Server |-> {}]
+       /\ matchIndex     = [i \in Server |-> [j \in Server |-> 0]]
+       /\ nextIndex      = [i \in Server |-> [j \in Server |-> 1]]
+       /\ recentActive   = [i \in Server |-> {}]
+       /\ pendingConfIndex = [i \in Server |-> 0]
+       /\ leadTransferee = [i \in Server |-> Nil]
+       /\ readPending    = [i \in Server |-> NoRead]
+       /\ network        = [m \in {} |-> 0]
+       /\ elections      = {}
+       /\ committed      = {}
+       /\ commitRecords  = {}
+       /\ votesSent      = {}
+       /\ reads          = {}
+       /\ restartCount   = 0
+       /\ confCount      = 0
+       /\ readCount      = 0
 
 TraceNext ==
     /\ l <= Len(Trace)
     /\ \/ StepLine(Trace[l]) /\ l' = l + 1
        \/ SilentStep(Trace[l]) /\ UNCHANGED l
+    /\ UNCHANGED t
 
 TraceSpec == TraceInit /\ [][TraceNext]_traceVars
 
-\* Violated exactly when the whole trace was consumed: the trace is accepted.
-TraceNotFullyConsumed == l <= Len(Trace)
+\* Messages no step can consume any more: pre-vote requests and answers of a
+\* term their addressee (for a request: its sender) has reached.  The
+\* implementation's copies of them were lost or ignored; Raft.tla's stay in
+\* the network.  States that differ only in such messages have the same
+\* future, so TLC's view of a state leaves them out (keeping the search from
+\* branching over which stale pre-vote messages are left).
+DeadMsg(m) == \/ m.type = "PreVote" /\ currentTerm[m.from] >= m.term
+              \/ m.type = "PreVoteResp" /\ currentTerm[m.to] >= m.term
+TraceView ==
+    <<persistVars, hardState, stableIndex,
+      [i \in Server |-> [m \in {x \in DOMAIN outbox[i] : ~DeadMsg(x)} |-> outbox[i][m]]],
+      nodeVars, leaderVars, [m \in {x \in DOMAIN network : ~DeadMsg(x)} |-> network[m]],
+      historyVars, t, l>>
 
-\* Records the furthest line reached (register 1), printed when it grows, so
-\* that a rejection says where the trace left the spec.
+\* The state constraint of validate-trace.sh's runs.  TLC's register t holds
+\* the furthest line trace t reached so far: each time it grows, TraceRaft
+\* prints it ("line reached", t, l), and "accepted" once the whole trace is
+\* consumed.  The states of an accepted trace are not explored further.
 TraceProgress ==
-    l > TLCGet(1) => (TLCSet(1, l) /\ PrintT(<<"trace line reached", l>>))
+    /\ l > TLCGet(t) => /\ TLCSet(t, l)
+                        /\ IF l > Len(Trace) THEN PrintT(<<"accepted", t>>)
+                           ELSE PrintT(<<"line reached", t, l>>)
+    /\ TLCGet(t) <= Len(Trace)
 
-ASSUME TLCSet(1, 0)
+ASSUME \A k \in DOMAIN TraceFiles : TLCSet(k, 0)
 =============================================================================

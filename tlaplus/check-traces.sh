@@ -1,60 +1,102 @@
 #!/usr/bin/env bash
 # Trace validation with TLC (TraceRaft.tla): implementation traces must be behaviours of
-# Raft.tla, corrupted ones must not.   tlaplus/check-traces.sh [--no-simulate]
+# Raft.tla, corrupted ones must not.
+#
+#   tlaplus/check-traces.sh [--size N] [--steps K] [--no-simulate]
 #
 #   1. tests/Raft.Spec.Tests/traces/sim-seed1.ndjson (a committed simulator trace): accepted.
 #   2. its corruptions (term jump, commit past the log, a vote for two candidates; written
 #      by TraceCorruption in tests/Raft.Spec.Tests/TraceValidationTests.fs): rejected.
-#   3. fresh traces of ./raftv simulate for seeds 1..3 (3 nodes, network and disk faults,
-#      PreVote and CheckQuorum off: see tlaplus/README-trace.md): accepted.
+#   3. tests/Raft.Host.Tests/traces/*.ndjson (in-process clusters of Raft.Host Nodes,
+#      written by HostTraceTests): accepted.
+#   4. N fresh simulator traces of K steps each (tlaplus/trace-suite.fsx: seeded runs that
+#      cycle through PreVote/CheckQuorum on and off, every fault kind, 3 and 5 voters, conf
+#      changes, snapshots, transfers): accepted; together they must cover every fault kind,
+#      elections, joint and simple conf changes, learners, snapshots, transfers and restarts.
 #
-# Exit status: 0 all as expected, 1 otherwise, 3 TLC not available (nothing was judged).
-# Environment: TRACE_SEEDS (default "1 2 3"), TRACE_STEPS (default 300), TRACE_TIMEOUT.
+# Every trace goes to one validate-trace.sh call (one TLC run per PreVote/CheckQuorum
+# setting). Exit status: 0 all as expected, 1 otherwise, 3 TLC not available.
+# Environment: TRACE_SUITE_SIZE / TRACE_STEPS (defaults of --size 200 / --steps 250),
+# RAFTV_BIN (the folder of the built Raft.Spec.dll and Raft.Host.dll; default: the one
+# ./raftv builds), TRACE_TIMEOUT (see validate-trace.sh).
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-fixtures="$root/tests/Raft.Spec.Tests/traces"
-simulate=1
-[[ "${1:-}" == "--no-simulate" ]] && simulate=0
-
-failures=0
-# expect accepted|rejected FILE [validate-trace options]
-expect() {
-  local want="$1" file="$2"; shift 2
-  local out rc
-  out="$("$here/validate-trace.sh" "$file" "$@")"; rc=$?
-  [[ $rc -eq 3 ]] && { echo "$out"; exit 3; }
-  echo "$out" | head -n 1 | cut -c1-200
-  local ok=0
-  case $want in
-    accepted) [[ $rc -eq 0 ]] && ok=1 ;;
-    rejected) [[ $rc -eq 1 ]] && echo "$out" | grep -q '^REJECTED' && ok=1 ;;
+size="${TRACE_SUITE_SIZE:-200}"; steps="${TRACE_STEPS:-250}"; simulate=1
+usage() { echo "usage: tlaplus/check-traces.sh [--size N] [--steps K] [--no-simulate]" >&2; exit 2; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --size) size="${2:-}"; shift 2 ;;
+    --steps) steps="${2:-}"; shift 2 ;;
+    --no-simulate) simulate=0; shift ;;
+    *) usage ;;
   esac
-  if [[ $ok -eq 0 ]]; then
-    echo "  UNEXPECTED: expected $want"; echo "$out" | tail -n +2 | head -n 5
+done
+[[ "$size" =~ ^[0-9]+$ && "$steps" =~ ^[1-9][0-9]*$ ]] || usage
+
+start=$SECONDS
+work="$(mktemp -d "${TMPDIR:-/tmp}/raftverified-traces.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+failures=0
+
+spec_fixtures="$root/tests/Raft.Spec.Tests/traces"
+accept=("$spec_fixtures/sim-seed1.ndjson")
+reject=()
+for c in term-jump commit-past-log double-vote; do reject+=("$spec_fixtures/sim-seed1.$c.ndjson"); done
+for f in "$root"/tests/Raft.Host.Tests/traces/*.ndjson; do [[ -f "$f" ]] && accept+=("$f"); done
+
+if [[ $simulate -eq 1 && $size -gt 0 ]]; then
+  bin="${RAFTV_BIN:-}"
+  if [[ -z "$bin" ]]; then
+    # ./raftv builds the solution's CLI when it is missing or older than the sources.
+    "$root/raftv" version >/dev/null || { echo "check-traces.sh: building raftv failed"; exit 1; }
+    bin="$root/src/Raft.Kv/bin/Release/net10.0"
+  fi
+  [[ -f "$bin/Raft.Spec.dll" && -f "$bin/Raft.Host.dll" ]] || { echo "check-traces.sh: no Raft.Spec.dll and Raft.Host.dll in $bin"; exit 1; }
+  gen="$work/gen"; mkdir -p "$gen"
+  cp "$here/trace-suite.fsx" "$gen/"; ln -s "$bin" "$gen/lib"
+  t0=$SECONDS
+  if ! dotnet fsi --quiet "$gen/trace-suite.fsx" "$work/suite" "$size" "$steps" >"$work/suite.txt" 2>&1; then
+    echo "check-traces.sh: generating the simulator traces failed:"; tail -n 20 "$work/suite.txt"; exit 1
+  fi
+  echo "generated $size simulator traces of $steps steps in $((SECONDS - t0))s"
+  totals="$(grep '^totals:' "$work/suite.txt")"
+  echo "  coverage, $totals"
+  # Each kind of behaviour the suite is meant to exercise must occur at least once.
+  for feature in elections commits confchanges joint learners snapshots transfers restarts \
+                 drop duplicate delay partition reorder; do
+    n="$(grep -o " $feature=[0-9]*" <<<" ${totals#totals: }" | cut -d= -f2)"
+    if [[ -z "$n" || "$n" -eq 0 ]]; then
+      echo "  UNEXPECTED: no trace of the suite has $feature (raise --size or --steps)"
+      failures=$((failures + 1))
+    fi
+  done
+  for f in "$work"/suite/*.ndjson; do accept+=("$f"); done
+fi
+
+t0=$SECONDS
+out="$("$here/validate-trace.sh" "${accept[@]}" "${reject[@]}")"; rc=$?
+[[ $rc -eq 3 ]] && { echo "$out" | tail -n 1; exit 3; }
+declare -A verdict=()
+while IFS= read -r line; do
+  case "$line" in
+    ACCEPTED:*|REJECTED:*|ERROR:*)
+      f="${line#*: }"; f="${f%%: *}"; verdict["$f"]="${line%%:*}" ;;
+  esac
+done <<<"$out"
+check() {  # check WANT FILE
+  local got="${verdict[$2]:-NONE}"
+  if [[ "$got" != "$1" ]]; then
+    echo "  UNEXPECTED: $2: $got, expected $1"
+    grep -F -A 1 "$2" <<<"$out" | head -n 2 | cut -c1-300
     failures=$((failures + 1))
   fi
 }
+for f in "${accept[@]}"; do check ACCEPTED "$f"; done
+for f in "${reject[@]}"; do check REJECTED "$f"; done
+for f in "${reject[@]}"; do grep -F "REJECTED: $f" <<<"$out" | cut -c1-200; done
+echo "validated ${#accept[@]} traces expected to be accepted and ${#reject[@]} corrupted ones in $((SECONDS - t0))s"
 
-expect accepted "$fixtures/sim-seed1.ndjson"
-for c in term-jump commit-past-log double-vote; do
-  expect rejected "$fixtures/sim-seed1.$c.ndjson"
-done
-
-if [[ $simulate -eq 1 ]]; then
-  work="$(mktemp -d "${TMPDIR:-/tmp}/raftverified-traces.XXXXXX")"
-  trap 'rm -rf "$work"' EXIT
-  for seed in ${TRACE_SEEDS:-1 2 3}; do
-    f="$work/sim-seed$seed.ndjson"
-    if ! "$root/raftv" simulate --nodes 3 --seed "$seed" --steps "${TRACE_STEPS:-300}" \
-         --faults drop,duplicate,reorder,delay,partition,slowdisk --prevote false --checkquorum false \
-         --trace "$f" >"$work/sim.out" 2>&1; then
-      echo "raftv simulate --seed $seed failed:"; tail -n 5 "$work/sim.out"; failures=$((failures + 1)); continue
-    fi
-    expect accepted "$f"
-  done
-fi
-
-[[ $failures -eq 0 ]] && { echo "check-traces.sh: PASSED"; exit 0; }
+if [[ $failures -eq 0 ]]; then echo "check-traces.sh: PASSED in $((SECONDS - start))s"; exit 0; fi
 echo "check-traces.sh: $failures FAILED"
 exit 1

@@ -581,7 +581,10 @@ module Simulator =
         | Error e -> invalidOp e
         | Ok raw ->
             let raw = RawNode.withStorage (MemoryStorage.asStorage storage) raw
-            let raw, _, _ = RawNode.takeOutput raw
+            // The restart's trace events (InitState, the configuration restored, BecomeFollower)
+            // are kept: trace validation replays the restart from them.
+            let raw, _, traces = RawNode.takeOutput raw
+            let sim = if traces.IsEmpty then sim else { sim with Traces = List.rev traces @ sim.Traces }
             let node =
                 { n with
                     Raw = raw

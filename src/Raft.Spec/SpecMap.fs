@@ -29,7 +29,7 @@ type SpecState =
       /// The configuration of the durable snapshot.
       SnapshotConfig: SpecConfig
       // diskVars
-      /// The HardState last written to storage (the spec's hardState, plus Commit).
+      /// The HardState last written to storage (the spec's hardState).
       HardState: HardState
       /// Entries up to this index are durable (the rest of Log is etcd's unstable tail).
       StableIndex: uint64
