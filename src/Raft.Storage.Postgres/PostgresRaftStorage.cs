@@ -83,6 +83,10 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
         var where = new NpgsqlConnectionStringBuilder { Host = csb.Host, Port = csb.Port, Database = csb.Database, Username = csb.Username };
         // The same few statements run for every save: prepared once per connection, they skip parsing and planning.
         if (csb.MaxAutoPrepare == 0) csb.MaxAutoPrepare = 32;
+        // These connections never change session state (no SET, temporary tables, LISTEN or session
+        // locks), so the reset Npgsql otherwise runs whenever a pooled connection is reused (RESET ALL,
+        // DISCARD …, in front of every save's statement) is work for nothing.
+        csb.NoResetOnClose = true;
         var baseOptions = csb.Options is { Length: > 0 } o ? o + " " : "";
         if (options.ForceSynchronousCommit) csb.Options = baseOptions + "-c synchronous_commit=on";
         var dataSource = NpgsqlDataSource.Create(csb);
@@ -115,20 +119,16 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
             await ensure.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
 
         long offset, offsetTerm, seq;
-        await using (var g = new NpgsqlCommand($"SELECT log_offset, log_offset_term, write_seq FROM {q}.raft_groups WHERE group_id = $1", conn, tx)
+        HardState hs;
+        await using (var g = new NpgsqlCommand(
+                         $"SELECT log_offset, log_offset_term, write_seq, term, vote, commit_index FROM {q}.raft_groups WHERE group_id = $1", conn, tx)
                      { Parameters = { new() { Value = groupId } } })
         await using (var r = await g.ExecuteReaderAsync(ct).ConfigureAwait(false))
         {
             await r.ReadAsync(ct).ConfigureAwait(false);
             (offset, offsetTerm, seq) = (r.GetInt64(0), r.GetInt64(1), r.GetInt64(2));
+            hs = new HardState((ulong)r.GetInt64(3), Unbits(r.GetInt64(4)), (ulong)r.GetInt64(5));
         }
-
-        var hs = HardStateModule.empty;
-        await using (var h = new NpgsqlCommand($"SELECT term, vote, commit_index FROM {q}.raft_hard_state WHERE group_id = $1", conn, tx)
-                     { Parameters = { new() { Value = groupId } } })
-        await using (var r = await h.ExecuteReaderAsync(ct).ConfigureAwait(false))
-            if (await r.ReadAsync(ct).ConfigureAwait(false))
-                hs = new HardState((ulong)r.GetInt64(0), Unbits(r.GetInt64(1)), (ulong)r.GetInt64(2));
 
         var snapshot = SnapshotModule.empty;
         await using (var s = new NpgsqlCommand(
@@ -219,11 +219,7 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
             if (hardState is not null)
             {
                 state = MemoryStorageModule.setHardState(hardState, state);
-                batch.After.Add(($"""
-                                  INSERT INTO {_q}.raft_hard_state (group_id, term, vote, commit_index) VALUES ($1, $2, $3, $4)
-                                  ON CONFLICT (group_id) DO UPDATE SET term = excluded.term, vote = excluded.vote, commit_index = excluded.commit_index
-                                  """,
-                    [GroupId, Ordered(hardState.Term, "term"), Bits(hardState.Vote), Ordered(hardState.Commit, "commit index")]));
+                batch.HardState = [Ordered(hardState.Term, "term"), Bits(hardState.Vote), Ordered(hardState.Commit, "commit index")];
             }
             return (state, batch);
         }, cancellationToken, relaxed);
@@ -314,13 +310,18 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
         }
     }
 
-    /// <summary>The statements of one write, in order: Before, the appended entries, After.</summary>
+    /// <summary>What one write changes, in order: Before (snapshot rows, truncation), the appended
+    /// entries, the hard state, After (compaction).</summary>
     private sealed class WriteBatch
     {
         public List<(string Sql, object[] Args)> Before { get; } = [];
         public Entry[] Append { get; set; } = [];
+        /// <summary>term, vote, commit_index as stored; null when the write keeps the hard state.</summary>
+        public object[]? HardState { get; set; }
         public List<(string Sql, object[] Args)> After { get; } = [];
-        public bool IsEmpty => Before.Count == 0 && Append.Length == 0 && After.Count == 0;
+        public bool IsEmpty => Before.Count == 0 && Append.Length == 0 && HardState is null && After.Count == 0;
+        /// <summary>Raft's everyday save: entries appended past the stored log and/or a hard state, nothing else.</summary>
+        public bool IsPlainSave => Before.Count == 0 && After.Count == 0;
     }
 
     private async Task WriteAsync(Func<MemoryStorage, (MemoryStorage Next, WriteBatch Batch)> plan, CancellationToken ct, bool relaxed = false)
@@ -369,15 +370,14 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
             }
             await using (conn.ConfigureAwait(false))
             {
+                const string fencedOff = "another process wrote this group since it was opened here; this storage stops writing (reopen it to continue from the stored state).";
                 try
                 {
-                    await ExecuteAsync(conn, batch, ct).ConfigureAwait(false);
-                    return;
+                    if (await ExecuteAsync(conn, batch, ct).ConfigureAwait(false)) return;
                 }
                 catch (PostgresException e) when (e.SqlState == SchemaMigrations.ConcurrentWriterSqlState)
                 {
-                    throw Fault(new PostgresStorageException(PostgresStorageErrorKind.ConcurrentWriter,
-                        $"{doing}: another process wrote this group since it was opened here; this storage stops writing (reopen it to continue from the stored state).", e));
+                    throw Fault(new PostgresStorageException(PostgresStorageErrorKind.ConcurrentWriter, $"{doing}: {fencedOff}", e));
                 }
                 catch (Exception e) when (PostgresErrors.CertainlyNotCommitted(e))
                 {
@@ -403,7 +403,10 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
                     }
                     if (deadline.Elapsed >= _options.RetryTimeout) throw PostgresErrors.Map(e, _where, doing);
                     await Task.Delay(_options.RetryDelay, ct).ConfigureAwait(false);
+                    continue;
                 }
+                // The fenced save matched no group row at our write_seq: it wrote nothing and committed nothing.
+                throw Fault(new PostgresStorageException(PostgresStorageErrorKind.ConcurrentWriter, $"{doing}: {fencedOff}"));
             }
         }
     }
@@ -457,38 +460,84 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
         }
     }
 
-    private async Task ExecuteAsync(NpgsqlConnection conn, WriteBatch batch, CancellationToken ct)
+    /// <summary>Runs the write in one transaction; false when the fence found another writer's
+    /// write_seq (nothing was written). The fence of the multi-statement paths raises instead.</summary>
+    private async Task<bool> ExecuteAsync(NpgsqlConnection conn, WriteBatch batch, CancellationToken ct)
     {
+        var copy = _options.WriteMethod == EntryWriteMethod.BinaryCopy && batch.Append.Length > 0;
+        if (batch.IsPlainSave && !copy)
+        {
+            var (sql, args) = PlainSave(batch);
+            await using var cmd = new NpgsqlCommand(sql, conn);
+            foreach (var a in args) cmd.Parameters.Add(new NpgsqlParameter { Value = a });
+            return await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false) > 0;
+        }
         var fence = ($"SELECT {_q}.raft_advance_write_seq($1, $2)", new object[] { GroupId, _writeSeq });
-        if (_options.WriteMethod == EntryWriteMethod.BinaryCopy && batch.Append.Length > 0)
+        (string, object[])? hardState = batch.HardState is { } hs
+            ? ($"UPDATE {_q}.raft_groups SET term = $2, vote = $3, commit_index = $4 WHERE group_id = $1", new object[] { GroupId, hs[0], hs[1], hs[2] })
+            : null;
+        if (copy)
         {
             await using var tx = await conn.BeginTransactionAsync(ct).ConfigureAwait(false);
             await RunAsync(conn, [fence, .. batch.Before], ct).ConfigureAwait(false);
-            await using (var copy = await conn.BeginBinaryImportAsync(
+            await using (var importer = await conn.BeginBinaryImportAsync(
                              $"COPY {_q}.raft_entries (group_id, idx, term, entry_type, data) FROM STDIN (FORMAT BINARY)", ct).ConfigureAwait(false))
             {
                 foreach (var e in batch.Append)
                 {
-                    await copy.StartRowAsync(ct).ConfigureAwait(false);
-                    await copy.WriteAsync(GroupId, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
-                    await copy.WriteAsync((long)e.Index, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
-                    await copy.WriteAsync((long)e.Term, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
-                    await copy.WriteAsync(Wire(e.Type), NpgsqlDbType.Smallint, ct).ConfigureAwait(false);
-                    await copy.WriteAsync(e.Data ?? [], NpgsqlDbType.Bytea, ct).ConfigureAwait(false);
+                    await importer.StartRowAsync(ct).ConfigureAwait(false);
+                    await importer.WriteAsync(GroupId, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                    await importer.WriteAsync((long)e.Index, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                    await importer.WriteAsync((long)e.Term, NpgsqlDbType.Bigint, ct).ConfigureAwait(false);
+                    await importer.WriteAsync(Wire(e.Type), NpgsqlDbType.Smallint, ct).ConfigureAwait(false);
+                    await importer.WriteAsync(e.Data ?? [], NpgsqlDbType.Bytea, ct).ConfigureAwait(false);
                 }
-                await copy.CompleteAsync(ct).ConfigureAwait(false);
+                await importer.CompleteAsync(ct).ConfigureAwait(false);
             }
-            if (batch.After.Count > 0) await RunAsync(conn, batch.After, ct).ConfigureAwait(false);
+            List<(string, object[])> after = hardState is { } h ? [h, .. batch.After] : batch.After;
+            if (after.Count > 0) await RunAsync(conn, after, ct).ConfigureAwait(false);
             await tx.CommitAsync(ct).ConfigureAwait(false);
-            return;
+            return true;
         }
         // One round trip: the statements of a batch without an explicit transaction run in one
         // implicit transaction (a single Sync), so they commit together or not at all.
         var statements = new List<(string, object[])> { fence };
         statements.AddRange(batch.Before);
-        if (batch.Append.Length > 0) statements.Add(InsertEntries(batch.Append));
+        if (batch.Append.Length > 0)
+        {
+            var (source, args) = EntryRows(batch.Append, 1);
+            statements.Add(($"INSERT INTO {_q}.raft_entries (group_id, idx, term, entry_type, data) SELECT $1, * FROM {source}", [GroupId, .. args]));
+        }
+        if (hardState is { } hsUpdate) statements.Add(hsUpdate);
         statements.AddRange(batch.After);
         await RunAsync(conn, statements, ct).ConfigureAwait(false);
+        return true;
+    }
+
+    private static readonly ConcurrentDictionary<(string Schema, bool HardState, string Rows), string> PlainSaveSql = new();
+
+    /// <summary>
+    /// Raft's everyday save as ONE statement: the fence is a plain single-row UPDATE of the group's
+    /// row that also stores the hard state, and the entry insert only happens when that UPDATE found
+    /// the row at our write_seq. Rows affected: 0 means another writer took the group and nothing
+    /// was written. Two row writes (the group row, HOT; the entries) where the batch made three and
+    /// a PL/pgSQL call.
+    /// </summary>
+    private (string Sql, object[] Args) PlainSave(WriteBatch batch)
+    {
+        var hs = batch.HardState;
+        object[] head = hs is null ? [GroupId, _writeSeq] : [GroupId, _writeSeq, .. hs];
+        var setHardState = hs is null ? "" : ", term = $3, vote = $4, commit_index = $5";
+        var fence = $"UPDATE {_q}.raft_groups SET write_seq = $2 + 1{setHardState} WHERE group_id = $1 AND write_seq = $2";
+        if (batch.Append.Length == 0) return (PlainSaveSql.GetOrAdd((_q, hs is not null, ""), _ => fence), head);
+        var (source, args) = EntryRows(batch.Append, head.Length);
+        var sql = PlainSaveSql.GetOrAdd((_q, hs is not null, source), _ =>
+            $"""
+             WITH fence AS ({fence} RETURNING 1)
+             INSERT INTO {_q}.raft_entries (group_id, idx, term, entry_type, data)
+             SELECT $1, * FROM {source} WHERE EXISTS (SELECT FROM fence)
+             """);
+        return (sql, [.. head, .. args]);
     }
 
     private static async Task RunAsync(NpgsqlConnection conn, IEnumerable<(string Sql, object[] Args)> statements, CancellationToken ct)
@@ -503,31 +552,29 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
         await b.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
     }
 
-    private static readonly ConcurrentDictionary<(string, int), string> MultiRowSql = new();
+    private static readonly ConcurrentDictionary<(int, int), string> MultiRowSql = new();
 
-    private (string, object[]) InsertEntries(Entry[] entries)
+    /// <summary>The entries as a row source of (idx, term, entry_type, data) for an INSERT … SELECT,
+    /// with its parameters numbered from <paramref name="before"/> + 1.</summary>
+    private (string Source, object[] Args) EntryRows(Entry[] entries, int before)
     {
-        if (_options.WriteMethod == EntryWriteMethod.MultiRowInsert && entries.Length * 4 + 1 < ushort.MaxValue)
+        if (_options.WriteMethod == EntryWriteMethod.MultiRowInsert && before + entries.Length * 4 < ushort.MaxValue)
         {
-            var sql = MultiRowSql.GetOrAdd((_q, entries.Length), k =>
-                $"INSERT INTO {k.Item1}.raft_entries (group_id, idx, term, entry_type, data) VALUES " +
-                string.Join(", ", Enumerable.Range(0, k.Item2).Select(i => $"($1, ${2 + 4 * i}, ${3 + 4 * i}, ${4 + 4 * i}, ${5 + 4 * i})")));
-            var args = new object[1 + 4 * entries.Length];
-            args[0] = GroupId;
+            var sql = MultiRowSql.GetOrAdd((before, entries.Length), k =>
+                "(VALUES " + string.Join(", ", Enumerable.Range(0, k.Item2).Select(i =>
+                    $"(${k.Item1 + 1 + 4 * i}, ${k.Item1 + 2 + 4 * i}, ${k.Item1 + 3 + 4 * i}, ${k.Item1 + 4 + 4 * i})")) + ") AS entry_rows");
+            var args = new object[4 * entries.Length];
             for (var i = 0; i < entries.Length; i++)
             {
-                args[1 + 4 * i] = (long)entries[i].Index;
-                args[2 + 4 * i] = (long)entries[i].Term;
-                args[3 + 4 * i] = Wire(entries[i].Type);
-                args[4 + 4 * i] = entries[i].Data ?? [];
+                args[4 * i] = (long)entries[i].Index;
+                args[1 + 4 * i] = (long)entries[i].Term;
+                args[2 + 4 * i] = Wire(entries[i].Type);
+                args[3 + 4 * i] = entries[i].Data ?? [];
             }
             return (sql, args);
         }
-        return ($"""
-                 INSERT INTO {_q}.raft_entries (group_id, idx, term, entry_type, data)
-                 SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::smallint[], $5::bytea[])
-                 """,
-            [GroupId, entries.Select(e => (long)e.Index).ToArray(), entries.Select(e => (long)e.Term).ToArray(),
+        return ($"unnest(${before + 1}::bigint[], ${before + 2}::bigint[], ${before + 3}::smallint[], ${before + 4}::bytea[])",
+            [entries.Select(e => (long)e.Index).ToArray(), entries.Select(e => (long)e.Term).ToArray(),
              entries.Select(e => Wire(e.Type)).ToArray(), entries.Select(e => e.Data ?? []).ToArray()]);
     }
 

@@ -67,6 +67,26 @@ public static class SchemaMigrations
             END
             $fn$;
             """),
+        new(2, "the hard state moves into raft_groups, next to write_seq",
+            // The common save (entries and/or a hard state) then fences and stores the hard state in
+            // one single-row UPDATE. Written to be harmless when run again; existing hard states are
+            // copied before raft_hard_state is dropped, and a group without one keeps the empty hard state (0, 0, 0).
+            """
+            ALTER TABLE {schema}.raft_groups
+                ADD COLUMN IF NOT EXISTS term         bigint NOT NULL DEFAULT 0,
+                ADD COLUMN IF NOT EXISTS vote         bigint NOT NULL DEFAULT 0,
+                ADD COLUMN IF NOT EXISTS commit_index bigint NOT NULL DEFAULT 0;
+            DO $mig$
+            BEGIN
+                IF to_regclass('{schema}.raft_hard_state') IS NOT NULL THEN
+                    INSERT INTO {schema}.raft_groups (group_id, term, vote, commit_index)
+                    SELECT group_id, term, vote, commit_index FROM {schema}.raft_hard_state
+                    ON CONFLICT (group_id) DO UPDATE SET term = excluded.term, vote = excluded.vote, commit_index = excluded.commit_index;
+                    DROP TABLE {schema}.raft_hard_state;
+                END IF;
+            END
+            $mig$;
+            """),
     ];
 
     public static int LatestVersion => All[^1].Version;
@@ -77,12 +97,19 @@ public static class SchemaMigrations
     internal static string Quote(string schema) => "\"" + schema + "\"";
 
     /// <summary>Brings <paramref name="schema"/> to <see cref="LatestVersion"/>; returns the version found before.</summary>
-    public static async Task<int> MigrateAsync(NpgsqlConnection conn, string schema, ILogger logger, CancellationToken ct)
+    public static Task<int> MigrateAsync(NpgsqlConnection conn, string schema, ILogger logger, CancellationToken ct) =>
+        MigrateAsync(conn, schema, LatestVersion, logger, ct);
+
+    /// <summary>Brings <paramref name="schema"/> to <paramref name="target"/> (older versions: for tests
+    /// that build a database as an older release left it); returns the version found before.</summary>
+    internal static async Task<int> MigrateAsync(NpgsqlConnection conn, string schema, int target, ILogger logger, CancellationToken ct)
     {
+        if (target < 1 || target > LatestVersion)
+            throw new ArgumentOutOfRangeException(nameof(target), target, $"schema versions run from 1 to {LatestVersion}");
         var q = Quote(schema);
         // Fast path without the lock: an up-to-date schema needs no DDL and no waiting.
         var current = await ReadVersionAsync(conn, schema, ct).ConfigureAwait(false);
-        if (current == LatestVersion) return current;
+        if (current == target) return current;
         if (current > LatestVersion) throw TooNew(schema, current);
 
         await using var tx = await conn.BeginTransactionAsync(ct).ConfigureAwait(false);
@@ -105,7 +132,7 @@ public static class SchemaMigrations
         // Read again under the lock: another process may have migrated meanwhile.
         current = await ReadVersionAsync(conn, schema, ct, tx).ConfigureAwait(false);
         if (current > LatestVersion) throw TooNew(schema, current);
-        foreach (var m in All.Where(m => m.Version > current))
+        foreach (var m in All.Where(m => m.Version > current && m.Version <= target))
         {
             logger.LogInformation("applying Raft storage migration {Version} ({Description}) to schema {Schema}", m.Version, m.Description, schema);
             await using var apply = new NpgsqlCommand(m.Sql.Replace("{schema}", q), conn, tx);

@@ -107,6 +107,63 @@ public class PostgresStorageTests
         Assert.Equal(PostgresStorageErrorKind.ConcurrentWriter, again.Kind);
     }
 
+    [Theory]
+    [InlineData(EntryWriteMethod.Unnest, true, true)]
+    [InlineData(EntryWriteMethod.Unnest, true, false)]
+    [InlineData(EntryWriteMethod.Unnest, false, true)]
+    [InlineData(EntryWriteMethod.MultiRowInsert, true, true)]
+    [InlineData(EntryWriteMethod.MultiRowInsert, true, false)]
+    [InlineData(EntryWriteMethod.BinaryCopy, true, true)]
+    [InlineData(EntryWriteMethod.BinaryCopy, false, true)]
+    public async Task A_fenced_off_save_writes_none_of_its_entries_nor_its_hard_state(EntryWriteMethod method, bool withEntries, bool withHardState)
+    {
+        var (cs, options) = await NewSchemaAsync();
+        options = options with { WriteMethod = method };
+        var q = $"\"{options.Schema}\"";
+        await using var first = await PostgresRaftStorage.OpenAsync(cs, 1, options);
+        await first.SaveAsync(new HardState(1, 1, 0), [E(1, 1, [1])]);
+        await using var second = await PostgresRaftStorage.OpenAsync(cs, 1, options);
+        await second.SaveAsync(new HardState(2, 2, 1), [E(2, 2, [2])]);
+
+        // first still believes it owns the group: its save appends past the log it knows.
+        Entry[] entries = withEntries ? [E(2, 1, [7]), E(3, 1, [7])] : [];
+        var e = await Assert.ThrowsAsync<PostgresStorageException>(() =>
+            first.SaveAsync(withHardState ? new HardState(1, 1, 1) : null, entries, null, mustSync: withEntries));
+        Assert.Equal(PostgresStorageErrorKind.ConcurrentWriter, e.Kind);
+        Assert.Contains("another process wrote this group", e.Message);
+
+        // The rows are exactly as the second writer left them.
+        Assert.Equal("1:1:01,2:2:02", await TestDatabase.ScalarAsync<string>(cs,
+            $"SELECT string_agg(idx || ':' || term || ':' || encode(data, 'hex'), ',' ORDER BY idx) FROM {q}.raft_entries WHERE group_id = 1"));
+        Assert.Equal("2/2/2/1", await TestDatabase.ScalarAsync<string>(cs,
+            $"SELECT concat_ws('/', write_seq, term, vote, commit_index) FROM {q}.raft_groups WHERE group_id = 1"));
+        // The fenced storage stays stopped; the other goes on.
+        var again = await Assert.ThrowsAsync<PostgresStorageException>(() => first.SaveAsync(new HardState(1, 1, 1), []));
+        Assert.Equal(PostgresStorageErrorKind.ConcurrentWriter, again.Kind);
+        await second.SaveAsync(new HardState(2, 2, 3), [E(3, 2, [3])]);
+        await using var check = await PostgresRaftStorage.OpenAsync(cs, 1, options);
+        Assert.Equal([E(1, 1, [1]), E(2, 2, [2]), E(3, 2, [3])], check.State.StoredEntries);
+        Assert.Equal(new HardState(2, 2, 3), check.State.HardState);
+    }
+
+    [Fact]
+    public async Task Plain_saves_are_one_statement_without_the_plpgsql_fence()
+    {
+        var (cs, options) = await NewSchemaAsync();
+        await using var s = await PostgresRaftStorage.OpenAsync(cs, 1, options);
+        // Without the function, only writes that still call it fail.
+        await TestDatabase.ExecuteAsync(cs, $"DROP FUNCTION \"{options.Schema}\".raft_advance_write_seq(bigint, bigint)");
+        await s.SaveAsync(new HardState(1, 1, 0), [E(1, 1), E(2, 1)]);
+        await s.SaveAsync(null, [E(3, 1)]);
+        await s.SaveAsync(new HardState(1, 1, 3), [], null, mustSync: false);
+        var truncating = await Assert.ThrowsAsync<PostgresStorageException>(() => s.SaveAsync(null, [E(3, 2)]));
+        Assert.Equal(PostgresStorageErrorKind.Server, truncating.Kind);
+        Assert.Contains("raft_advance_write_seq", truncating.Message);
+        await using var check = await PostgresRaftStorage.OpenAsync(cs, 1, options);
+        Assert.Equal([E(1, 1), E(2, 1), E(3, 1)], check.State.StoredEntries);
+        Assert.Equal(new HardState(1, 1, 3), check.State.HardState);
+    }
+
     [Fact]
     public async Task Bad_options_and_connection_strings_are_clear_errors()
     {
