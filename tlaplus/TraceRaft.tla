@@ -253,8 +253,10 @@ SendNames == {"SendAppendEntriesRequest", "SendAppendEntriesResponse",
 
 IsSelfMsg(e) == HasMsg(e) /\ e.msg.from = e.msg.to
 
-\* The line before l is node i's BecomeLeader: this Replicate is its empty entry.
-AfterBecomeLeader(i) == l > 1 /\ Trace[l - 1].name = "BecomeLeader" /\ Trace[l - 1].nid = i
+\* Node i's line before l is its BecomeLeader: this Replicate is its empty entry.
+\* (Other nodes' lines may come in between: the nodes of a host run log from
+\* their own threads.)
+AfterBecomeLeader(i) == NameAt(LastLineOf(Trace, i, l - 1)) = "BecomeLeader"
 
 \* Node i writes nothing at this Ready: it crashes (InitState) before its next
 \* Ready, so the write, and the messages that waited for it, are lost.
@@ -268,9 +270,10 @@ WriteLost(i) == NameAt(NextLineOf(Trace, i, {"Ready", "InitState"}, l + 1)) = "I
 ConfAlreadyApplied(i, e) ==
     /\ config[i].voters = NewConf(e)
     /\ \/ RestartedBefore(i, l)
-       \/ \E k \in {l - 2, l - 1} \cap DOMAIN Trace :
-             /\ Trace[k].nid = i /\ Trace[k].name = "ReceiveAppendEntriesRequest"
-             /\ Trace[k].msg.type = "MsgSnap"
+       \/ LET k1 == LastLineOf(Trace, i, l - 1)
+              k2 == LastLineOf(Trace, i, k1 - 1)
+          IN \E k \in {k1, k2} \ {0} :
+                /\ Trace[k].name = "ReceiveAppendEntriesRequest" /\ Trace[k].msg.type = "MsgSnap"
        \/ /\ ToSet(e.conf[1]) = NewConf(e)
           /\ ~(applied[i] < commitIndex[i] /\ Entry(i, applied[i] + 1).type = "conf")
 
@@ -422,10 +425,16 @@ SilentStep(e) ==
           \/ e.name = "BecomeCandidate" /\ ~CanCampaign(i)
           \/ /\ e.name = "SendAppendEntriesRequest" /\ e.msg.type = "MsgSnap"
              /\ applied[i] < e.msg.entries
+          \/ e.name = "InitState" /\ applied[i] < e.state.commit
        /\ Apply(i)
     \* the application compacts the log before a snapshot is sent
     \/ /\ e.name = "SendAppendEntriesRequest" /\ e.msg.type = "MsgSnap"
        /\ CompactLog(i, e.msg.entries)
+    \* the application compacted the log (up to what it applied) before a
+    \* restart: the node restarts from that snapshot (InitState logs its index
+    \* as the commit)
+    \/ /\ e.name = "InitState" /\ snapshotIndex[i] < e.state.commit
+       /\ CompactLog(i, e.state.commit)
     \* a leadership transfer ends in the transferee's campaign
     \/ /\ e.name = "BecomeCandidate"
        /\ \E j \in Server : TransferLeadership(j, i)

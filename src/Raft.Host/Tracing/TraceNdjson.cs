@@ -131,6 +131,72 @@ public static class TraceNdjson
         w.WriteEndArray();
     }
 
+    /// <summary>The options line of a run: {"tag":"raftv-trace","boot":...} (no newline).</summary>
+    public static string FormatOptions(TraceRunOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        var buffer = new ArrayBufferWriter<byte>(256);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteString("tag", OptionsTag);
+            w.WriteString("boot", options.Boot == TraceBoot.Entries ? "entries" : "snapshot");
+            if (options.Boot == TraceBoot.Snapshot)
+            {
+                w.WriteNumber("bootIndex", options.BootIndex);
+                w.WriteNumber("bootTerm", options.BootTerm);
+            }
+            w.WriteStartArray("voters");
+            foreach (var v in options.Voters) w.WriteStringValue(Id(v));
+            w.WriteEndArray();
+            w.WriteBoolean("prevote", options.PreVote);
+            w.WriteBoolean("checkquorum", options.CheckQuorum);
+            if (options.Replay is { } replay) w.WriteString("replay", replay);
+            w.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
+    private const string OptionsTag = "raftv-trace";
+
+    /// <summary>Whether a line is a run's options line rather than an event.</summary>
+    public static bool IsOptionsLine(string line) =>
+        line.Contains("\"tag\":\"" + OptionsTag + "\"", StringComparison.Ordinal) && !line.Contains("\"event\"", StringComparison.Ordinal);
+
+    /// <summary>Reads a run's options line.</summary>
+    public static TraceRunOptions ParseOptions(string line)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(line);
+            var o = doc.RootElement;
+            if (o.GetProperty("tag").GetString() != OptionsTag) throw new TraceFormatException($"not an options line (tag is not '{OptionsTag}')");
+            var boot = o.GetProperty("boot").GetString() switch
+            {
+                "entries" => TraceBoot.Entries,
+                "snapshot" => TraceBoot.Snapshot,
+                var other => throw new TraceFormatException($"unknown boot '{other}'"),
+            };
+            var options = new TraceRunOptions
+            {
+                Boot = boot,
+                Voters = ParseIds(o.GetProperty("voters")),
+                BootIndex = boot == TraceBoot.Snapshot ? o.GetProperty("bootIndex").GetUInt64() : 0,
+                BootTerm = boot == TraceBoot.Snapshot ? o.GetProperty("bootTerm").GetUInt64() : 0,
+                PreVote = o.GetProperty("prevote").GetBoolean(),
+                CheckQuorum = o.GetProperty("checkquorum").GetBoolean(),
+                Replay = o.TryGetProperty("replay", out var r) ? r.GetString() : null,
+            };
+            options.Validate();
+            return options;
+        }
+        catch (Exception ex) when (ex is JsonException or KeyNotFoundException or InvalidOperationException or FormatException or ArgumentException)
+        {
+            throw new TraceFormatException($"not a trace options line: {ex.Message}", ex);
+        }
+    }
+
     /// <summary>Reads the event of one ndjson line.</summary>
     public static TraceEvent Parse(string line)
     {

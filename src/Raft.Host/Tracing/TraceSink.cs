@@ -34,6 +34,20 @@ public sealed class NdjsonTraceFile : IRaftTraceSink, IAsyncDisposable, IDisposa
 
     public string Path { get; }
 
+    /// <summary>
+    /// Writes the run's options line (how the nodes started, see <see cref="TraceRunOptions"/>);
+    /// trace validation reads it. Write it first, before any node of the run starts.
+    /// </summary>
+    public void WriteOptions(TraceRunOptions options)
+    {
+        var line = TraceNdjson.FormatOptions(options);
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _writer.WriteLine(line);
+        }
+    }
+
     public void Write(TraceEvent traceEvent)
     {
         var line = TraceNdjson.Format(traceEvent, _clock.GetUtcNow());
@@ -64,5 +78,48 @@ public sealed class NdjsonTraceFile : IRaftTraceSink, IAsyncDisposable, IDisposa
     {
         Dispose();
         return ValueTask.CompletedTask;
+    }
+}
+
+/// <summary>How the nodes of a traced run started.</summary>
+public enum TraceBoot
+{
+    /// <summary>etcd's Bootstrap (<see cref="Node.Start"/>): conf-change entries adding the voters, in order, at term 1.</summary>
+    Entries,
+    /// <summary>Storages seeded with a snapshot holding the configuration (the simulator's bootstrap).</summary>
+    Snapshot,
+}
+
+/// <summary>
+/// The options line of a trace (TraceRaft.tla reads it): how the run started and the settings
+/// that change what the nodes may do. Nodes not among <see cref="Voters"/> start empty.
+/// </summary>
+public sealed record TraceRunOptions
+{
+    /// <summary>The initial voters, in the order they were bootstrapped.</summary>
+    public required IReadOnlyList<ulong> Voters { get; init; }
+
+    public TraceBoot Boot { get; init; } = TraceBoot.Entries;
+
+    /// <summary>The snapshot the voters start from (<see cref="TraceBoot.Snapshot"/> only).</summary>
+    public ulong BootIndex { get; init; }
+
+    public ulong BootTerm { get; init; }
+
+    public bool PreVote { get; init; }
+
+    public bool CheckQuorum { get; init; }
+
+    /// <summary>For people: how to run this again (a command line), or null.</summary>
+    public string? Replay { get; init; }
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming what is wrong.</summary>
+    public void Validate()
+    {
+        if (Voters.Count == 0) throw new ArgumentException("trace options: a run needs at least one initial voter", nameof(Voters));
+        if (Voters.Contains(0UL)) throw new ArgumentException("trace options: 0 is not a node id", nameof(Voters));
+        if (Voters.Distinct().Count() != Voters.Count) throw new ArgumentException("trace options: a voter is listed twice", nameof(Voters));
+        if (Boot == TraceBoot.Snapshot && (BootIndex == 0 || BootTerm == 0))
+            throw new ArgumentException("trace options: a snapshot bootstrap needs a snapshot index and term above 0", nameof(BootIndex));
     }
 }

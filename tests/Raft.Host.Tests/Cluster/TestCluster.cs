@@ -20,14 +20,18 @@ public sealed class TestCluster : IAsyncDisposable
     /// <summary>Options every member gets; PreVote keeps an isolated member from disrupting the others.</summary>
     public static RaftNodeOptions DefaultOptions(ulong id) => new() { Id = id, ElectionTick = 10, HeartbeatTick = 1, PreVote = true };
 
-    public static TestCluster Start(int size, Func<RaftNodeOptions, RaftNodeOptions>? configure = null)
+    /// <summary>The trace sink of every member (trace validation), if any.</summary>
+    public Raft.Host.Tracing.IRaftTraceSink? TraceSink { get; private init; }
+
+    public static TestCluster Start(int size, Func<RaftNodeOptions, RaftNodeOptions>? configure = null,
+        Raft.Host.Tracing.IRaftTraceSink? traceSink = null)
     {
-        var cluster = new TestCluster();
+        var cluster = new TestCluster { TraceSink = traceSink };
         var ids = Enumerable.Range(1, size).Select(i => (ulong)i).ToArray();
         foreach (var id in ids)
         {
             var options = DefaultOptions(id);
-            cluster.Members[id] = new TestMember(id, configure?.Invoke(options) ?? options, cluster.Network);
+            cluster.Members[id] = new TestMember(id, configure?.Invoke(options) ?? options, cluster.Network, traceSink: traceSink);
         }
         foreach (var m in cluster.Members.Values) m.Start(ids);
         return cluster;
@@ -37,7 +41,7 @@ public sealed class TestCluster : IAsyncDisposable
     public TestMember Join(ulong id, Func<RaftNodeOptions, RaftNodeOptions>? configure = null)
     {
         var options = DefaultOptions(id);
-        var member = new TestMember(id, configure?.Invoke(options) ?? options, Network);
+        var member = new TestMember(id, configure?.Invoke(options) ?? options, Network, traceSink: TraceSink);
         Members[id] = member;
         member.Start(null);
         return member;

@@ -20,13 +20,18 @@ public sealed class TestMember : IAsyncDisposable
     private ulong _appliedIndex;
     private ConfState _confState = ConfStateModule.empty;
 
-    public TestMember(ulong id, RaftNodeOptions options, InMemoryNetwork network, MemoryStorage? storage = null)
+    public TestMember(ulong id, RaftNodeOptions options, InMemoryNetwork network, MemoryStorage? storage = null,
+        Raft.Host.Tracing.IRaftTraceSink? traceSink = null)
     {
         Id = id;
         Options = options;
         _network = network;
         Storage = storage ?? new MemoryStorage();
+        TraceSink = traceSink;
     }
+
+    /// <summary>Where the node's trace events go (every start of the member), if anywhere.</summary>
+    public Raft.Host.Tracing.IRaftTraceSink? TraceSink { get; }
 
     public ulong Id { get; }
 
@@ -61,8 +66,8 @@ public sealed class TestMember : IAsyncDisposable
         _stop = new CancellationTokenSource();
         var inbox = _network.Attach(Id);
         Node = bootstrapPeers is { Count: > 0 }
-            ? Node.Start(Options, Storage, bootstrapPeers, Log)
-            : Node.Restart(Options, Storage, Log);
+            ? Node.Start(Options, Storage, bootstrapPeers, Log, TraceSink)
+            : Node.Restart(Options, Storage, Log, TraceSink);
         Running = true;
         _loops = Task.WhenAll(
             Task.Run(() => ReceiveAsync(inbox, _stop.Token)),
