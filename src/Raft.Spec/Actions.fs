@@ -112,7 +112,11 @@ let HandleRequestVoteRequest (m: Message) (r: RaftState) : RaftState =
             (hex r.Id) last.Term last.Index (hex r.Vote) verb (msgName m.Type)
             (if verb = "cast" then "for" else "from") (hex m.From) m.LogTerm m.Index r.Term
     // Learners vote too: a promoted learner may not know yet that it is a voter.
+#if MUTANT_VOTE_IGNORES_LOG // seeded bug (tests/mutants.sh): grants without the up-to-date check
+    if canVote then
+#else
     if canVote && RaftLog.isUpToDate (EntryId.create m.LogTerm m.Index) r.RaftLog then
+#endif
         let r = info (describe "cast") r
         // The response carries the request's term: a pre-vote is answered at the future term.
         let r = send { Message.empty with To = m.From; Term = m.Term; Type = respType } r
@@ -156,7 +160,11 @@ let ProposeConfChange (i: int) (e: Entry) (r: RaftState) : RaftState * Entry =
     | Ok None -> r, e
     | Ok(Some cc) ->
         let v2 = ConfChangeI.asV2 cc
+#if MUTANT_PENDING_CONF_IGNORED // seeded bug (tests/mutants.sh): a second conf change before the first is applied
+        let alreadyPending = false
+#else
         let alreadyPending = r.PendingConfIndex > r.RaftLog.Applied
+#endif
         let alreadyJoint = JointConfig.isJoint r.Trk.Config.Voters
         let wantsLeaveJoint = List.isEmpty v2.Changes
         let failedCheck =
@@ -267,7 +275,11 @@ let UpdateTerm (m: Message) (r: RaftState) : RaftState * bool =
         let isVote = m.Type = MsgVote || m.Type = MsgPreVote
         let force = isVote && m.Context = campaignContext
         let inLease = r.CheckQuorum && r.Lead <> NodeId.None && r.ElectionElapsed < r.ElectionTimeout
+#if MUTANT_LEASE_IGNORED // seeded bug (tests/mutants.sh): a vote request deposes a leader heard from recently
+        if false && inLease && not force then
+#else
         if isVote && not force && inLease then
+#endif
             // We heard from a leader within the election timeout: don't let a candidate depose it.
             let last = lastEntryId r
             info

@@ -280,6 +280,9 @@ module Raft =
     /// state (appends, votes) wait in MsgsAfterAppend until it is durable.
     let private enqueue (m: Message) (trk: ProgressTracker) (log: RaftLog) (r: RaftState) : RaftState =
         match m.Type with
+#if MUTANT_VOTE_NOT_PERSISTED // seeded bug (tests/mutants.sh): a granted vote leaves before it is durable
+        | MsgVoteResp when m.To <> r.Id -> traceSend m { r with Msgs = Outbox.add m r.Msgs; Trk = trk; RaftLog = log }
+#endif
         | MsgAppResp | MsgVoteResp | MsgPreVoteResp ->
             traceSend m { r with MsgsAfterAppend = Outbox.add m r.MsgsAfterAppend; Trk = trk; RaftLog = log }
         | _ ->
@@ -399,7 +402,11 @@ module Raft =
         match tryProgress toId r with
         | ValueNone -> r
         | ValueSome pr ->
+#if MUTANT_HEARTBEAT_FULL_COMMIT // seeded bug (tests/mutants.sh): tells a follower to commit beyond what it holds
+            let commit = r.RaftLog.Committed
+#else
             let commit = min pr.Match r.RaftLog.Committed
+#endif
             let r = send { message MsgHeartbeat toId with Commit = commit; Context = ctx } r
             updateProgress toId (Progress.sentCommit commit) r
 
@@ -419,7 +426,11 @@ module Raft =
     /// Commits what a quorum holds, if it is of the current term (etcd's maybeCommit).
     let maybeCommit (r: RaftState) : RaftState * bool =
         let committed = ProgressTracker.committed r.Trk
+#if MUTANT_COMMIT_OLD_TERM // seeded bug (tests/mutants.sh): commits the quorum index whatever its term
+        let log, moved = RaftLog.maybeCommit (EntryId.create (RaftLog.zeroTermOnOutOfBounds (RaftLog.term committed r.RaftLog)) committed) r.RaftLog
+#else
         let log, moved = RaftLog.maybeCommit (EntryId.create r.Term committed) r.RaftLog
+#endif
         traceNode "Commit" (if moved then { r with RaftLog = log } else r), moved
 
     // ---- uncommitted size --------------------------------------------------------------
@@ -529,6 +540,9 @@ module Raft =
     /// Starts confirming a read: through a heartbeat round (safe) or from the lease.
     let sendMsgReadIndexResponse (m: Message) (r: RaftState) : RaftState =
         match r.ReadOnly.Option with
+#if MUTANT_LEASE_READ_WITHOUT_CHECK_QUORUM // seeded bug (tests/mutants.sh): answers from a lease nothing guarantees
+        | ReadOnlySafe when not r.CheckQuorum -> responseToReadIndexReq m r.RaftLog.Committed r
+#endif
         | ReadOnlySafe ->
             let ro = ReadOnly.addRequest r.RaftLog.Committed m r.ReadOnly
             // Our own ack counts towards the quorum at once.

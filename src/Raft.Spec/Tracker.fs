@@ -94,7 +94,15 @@ module ProgressTracker =
     /// The largest index acknowledged by a quorum of voters (both halves when joint);
     /// the same as JointConfig.committedIndex (ackedIndex t) t.Config.Voters.
     let committed (t: ProgressTracker) : uint64 =
+#if MUTANT_LEARNER_IN_QUORUM // seeded bug (tests/mutants.sh): learners' acknowledgements count towards commit
+        min (majorityCommitted t.Progress (Set.union t.Config.Voters.Incoming t.Config.Learners)) (majorityCommitted t.Progress t.Config.Voters.Outgoing)
+#else
+#if MUTANT_JOINT_QUORUM_ONE_HALF // seeded bug (tests/mutants.sh): a joint configuration commits on its incoming half alone
+        majorityCommitted t.Progress t.Config.Voters.Incoming
+#else
         min (majorityCommitted t.Progress t.Config.Voters.Incoming) (majorityCommitted t.Progress t.Config.Voters.Outgoing)
+#endif
+#endif
 
     /// Calls `f` for every tracked progress in ascending id order.
     let visit (f: uint64 -> Progress -> unit) (t: ProgressTracker) = Map.iter f t.Progress
