@@ -7,9 +7,11 @@ namespace Raft.Storage.Postgres.Benchmarks;
 
 /// <summary>
 /// Figures for docs/storage-postgres.md: the write path (saves of 1, 16 and 256 entries of 256
-/// bytes, per write method) against the server's single-row commit rate measured in the same
-/// run, and the read path (in-memory reads vs reads through PostgreSQL, reload time at open).
-/// Fixed-duration Stopwatch loops; a durable private PostgreSQL unless a connection string is given.
+/// bytes, per write method, and the save's SQL shapes of storage schemas 1 and 2 as raw SQL)
+/// against the server's single-row commit rate measured in the same run, and the read path
+/// (in-memory reads vs reads through PostgreSQL, reload time at open). The write cases take
+/// turns one operation at a time for Duration × cases; a durable private PostgreSQL unless a
+/// connection string is given.
 /// </summary>
 public static class StorageBenchmark
 {
@@ -35,21 +37,25 @@ public static class StorageBenchmark
             output.WriteLine();
             output.WriteLine($"{"case",-34} {"commits/s",10} {"entries/s",10} {"p50 ms",8} {"p99 ms",8}");
 
-            // Every case runs in short slices taken in turn, so load from other processes on the
-            // machine spreads over all cases instead of skewing whichever ran at a bad moment.
+            // The cases take turns one operation at a time, so load from other processes on the
+            // machine (the disk above all) falls on every case alike instead of skewing whichever
+            // ran at a bad moment: the ratios between cases are what this measures.
             var cases = new List<Case> { await SingleRowCommitCaseAsync(cs, schema, ct) };
+            cases.AddRange(await SqlShapeCasesAsync(cs, schema, settings, ct));
             long group = 1;
             foreach (var batch in new[] { 1, 16, 256 })
             foreach (var method in Enum.GetValues<EntryWriteMethod>())
                 cases.Add(await SaveCaseAsync(cs, group++, new PostgresRaftStorageOptions { Schema = schema, WriteMethod = method }, batch, settings, ct));
-            var slice = TimeSpan.FromMilliseconds(250);
-            var rounds = Math.Max(1, (int)(settings.Duration / slice));
-            for (var round = 0; round < rounds; round++)
+            var budget = settings.Duration * cases.Count;
+            var total = Stopwatch.StartNew();
+            while (total.Elapsed < budget)
                 foreach (var c in cases)
-                    await c.RunSliceAsync(slice, ct);
+                    await c.RunOnceAsync(ct);
             foreach (var c in cases) Print(output, c.Name, c.Result(), c.EntriesPerOperation);
             output.WriteLine();
-            output.WriteLine($"baseline: {cases[0].Result().PerSecond:0} single-row commits/s");
+            var baseline = cases[0].Result().PerSecond;
+            output.WriteLine($"baseline: {baseline:0} single-row commits/s; 1-entry saves at " + string.Join(", ",
+                cases.OfType<SaveCase>().Where(c => c.Batch == 1).Select(c => $"{c.Result().PerSecond / baseline:0%} ({c.Options.WriteMethod})")) + " of it");
             var largest = cases.OfType<SaveCase>().Single(c => c.Batch == 256 && c.Options.WriteMethod == EntryWriteMethod.Unnest);
             foreach (var c in cases) await c.DisposeAsync();
             await ReadsAsync(cs, largest.Group, largest.Options, output, ct);
@@ -84,16 +90,13 @@ public static class StorageBenchmark
 
         protected abstract Task OperationAsync(CancellationToken ct);
 
-        public async Task RunSliceAsync(TimeSpan slice, CancellationToken ct)
+        public async Task RunOnceAsync(CancellationToken ct)
         {
-            var total = Stopwatch.StartNew();
-            while (total.Elapsed < slice)
-            {
-                var t = Stopwatch.GetTimestamp();
-                await OperationAsync(ct);
-                _latenciesMs.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
-            }
-            _elapsed += total.Elapsed;
+            var t = Stopwatch.GetTimestamp();
+            await OperationAsync(ct);
+            var took = Stopwatch.GetElapsedTime(t);
+            _latenciesMs.Add(took.TotalMilliseconds);
+            _elapsed += took;
         }
 
         public Result Result() => Summarise([.. _latenciesMs], _elapsed);
@@ -127,6 +130,100 @@ public static class StorageBenchmark
         var insert = new NpgsqlCommand($"INSERT INTO {schema}.commit_probe (v) VALUES ($1)", conn) { Parameters = { new() { Value = 0 } } };
         await insert.PrepareAsync(ct);
         return new SingleRowCommitCase(conn, insert);
+    }
+
+    /// <summary>
+    /// A save of one entry and a hard state as raw SQL, in the statement shapes of storage schema 1
+    /// (a batch: the PL/pgSQL fence, the entry INSERT, the hard-state upsert) and schema 2 (one
+    /// statement: the fenced UPDATE of the group row carrying the hard state, the INSERT only when it
+    /// matched), on tables of their own, through a pool as the storage uses it. Compares the shapes
+    /// in one run whatever version of the storage is built.
+    /// </summary>
+    private sealed class SqlShapeCase(string name, NpgsqlDataSource source, Func<NpgsqlConnection, long, long, byte[], NpgsqlBatch> save, byte[] data)
+        : Case(name, 1)
+    {
+        private long _seq;
+
+        protected override async Task OperationAsync(CancellationToken ct)
+        {
+            await using var conn = await source.OpenConnectionAsync(ct);
+            await using var batch = save(conn, _seq, _seq + 1, data);
+            var affected = await batch.ExecuteNonQueryAsync(ct);
+            if (affected == 0) throw new InvalidOperationException($"{Name}: the fence found no row at write_seq {_seq}");
+            _seq++;
+        }
+
+        public override ValueTask DisposeAsync() => source.DisposeAsync();
+    }
+
+    private static async Task<IEnumerable<Case>> SqlShapeCasesAsync(string cs, string schema, Settings settings, CancellationToken ct)
+    {
+        await using (var conn = new NpgsqlConnection(cs))
+        {
+            await conn.OpenAsync(ct);
+            await using var setup = new NpgsqlCommand(
+                $"""
+                 CREATE TABLE {schema}.s1_groups (group_id bigint PRIMARY KEY, log_offset bigint NOT NULL DEFAULT 0,
+                     log_offset_term bigint NOT NULL DEFAULT 0, write_seq bigint NOT NULL DEFAULT 0, created_at timestamptz NOT NULL DEFAULT now());
+                 CREATE TABLE {schema}.s1_entries (group_id bigint, idx bigint, term bigint NOT NULL, entry_type smallint NOT NULL, data bytea NOT NULL,
+                     PRIMARY KEY (group_id, idx));
+                 CREATE TABLE {schema}.s1_hard_state (group_id bigint PRIMARY KEY, term bigint NOT NULL, vote bigint NOT NULL, commit_index bigint NOT NULL);
+                 CREATE FUNCTION {schema}.s1_advance(g bigint, expected bigint) RETURNS void LANGUAGE plpgsql AS $fn$
+                 BEGIN
+                     UPDATE {schema}.s1_groups SET write_seq = expected + 1 WHERE group_id = g AND write_seq = expected;
+                     IF NOT FOUND THEN RAISE EXCEPTION 'fenced' USING ERRCODE = 'RV001'; END IF;
+                 END $fn$;
+                 CREATE TABLE {schema}.s2_groups (group_id bigint PRIMARY KEY, log_offset bigint NOT NULL DEFAULT 0,
+                     log_offset_term bigint NOT NULL DEFAULT 0, write_seq bigint NOT NULL DEFAULT 0, created_at timestamptz NOT NULL DEFAULT now(),
+                     term bigint NOT NULL DEFAULT 0, vote bigint NOT NULL DEFAULT 0, commit_index bigint NOT NULL DEFAULT 0);
+                 CREATE TABLE {schema}.s2_entries (LIKE {schema}.s1_entries INCLUDING ALL);
+                 INSERT INTO {schema}.s1_groups (group_id) VALUES (1), (2);
+                 INSERT INTO {schema}.s2_groups (group_id) VALUES (1), (2);
+                 """, conn);
+            await setup.ExecuteNonQueryAsync(ct);
+        }
+        NpgsqlDataSource Pool(bool reset) =>
+            NpgsqlDataSource.Create(new NpgsqlConnectionStringBuilder(cs) { MaxAutoPrepare = 32, NoResetOnClose = !reset, Options = "-c synchronous_commit=on" });
+        static NpgsqlBatchCommand Command(string sql, params object[] args)
+        {
+            var c = new NpgsqlBatchCommand(sql);
+            foreach (var a in args) c.Parameters.Add(new NpgsqlParameter { Value = a });
+            return c;
+        }
+        static object[] Entry(long idx, byte[] data) => [new[] { idx }, new[] { 1L }, new short[] { 0 }, new[] { data }];
+        NpgsqlBatch Schema1(NpgsqlConnection conn, long seq, long idx, byte[] data) => new(conn)
+        {
+            BatchCommands =
+            {
+                Command($"SELECT {schema}.s1_advance($1, $2)", 1L, seq),
+                Command($"INSERT INTO {schema}.s1_entries (group_id, idx, term, entry_type, data) SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::smallint[], $5::bytea[])",
+                    [1L, .. Entry(idx, data)]),
+                Command($"""
+                         INSERT INTO {schema}.s1_hard_state (group_id, term, vote, commit_index) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (group_id) DO UPDATE SET term = excluded.term, vote = excluded.vote, commit_index = excluded.commit_index
+                         """, 1L, 1L, 1L, idx - 1),
+            },
+        };
+        Func<NpgsqlConnection, long, long, byte[], NpgsqlBatch> Schema2(long group) => (conn, seq, idx, data) => new(conn)
+        {
+            BatchCommands =
+            {
+                Command($"""
+                         WITH fence AS (UPDATE {schema}.s2_groups SET write_seq = $2 + 1, term = $3, vote = $4, commit_index = $5
+                                        WHERE group_id = $1 AND write_seq = $2 RETURNING 1)
+                         INSERT INTO {schema}.s2_entries (group_id, idx, term, entry_type, data)
+                         SELECT $1, * FROM unnest($6::bigint[], $7::bigint[], $8::smallint[], $9::bytea[]) WHERE EXISTS (SELECT FROM fence)
+                         """, [group, seq, 1L, 1L, idx - 1, .. Entry(idx, data)]),
+            },
+        };
+        var data = new byte[settings.EntryBytes];
+        new Random(1).NextBytes(data);
+        return
+        [
+            new SqlShapeCase("SQL schema 1 batch, pool reset", Pool(reset: true), Schema1, data),
+            new SqlShapeCase("SQL schema 2 statement, pool reset", Pool(reset: true), Schema2(1), data),
+            new SqlShapeCase("SQL schema 2 statement, no reset", Pool(reset: false), Schema2(2), data),
+        ];
     }
 
     private sealed class SaveCase(PostgresRaftStorage storage, PostgresRaftStorageOptions options, int batch, byte[] data)
