@@ -2,7 +2,7 @@
 # Trace validation with TLC (TraceRaft.tla): implementation traces must be behaviours of
 # Raft.tla, corrupted ones must not.
 #
-#   tlaplus/check-traces.sh [--size N] [--steps K] [--no-simulate] [--host-sweep N]
+#   tlaplus/check-traces.sh [--size N] [--steps K] [--no-simulate] [--host-sweep N [--host-steps K]]
 #
 #   1. tests/Raft.Spec.Tests/traces/sim-seed1.ndjson (a committed simulator trace): accepted.
 #   2. its corruptions (term jump, commit past the log, a vote for two candidates; written
@@ -17,8 +17,9 @@
 #      elections, joint and simple conf changes, learners, snapshots, transfers and restarts.
 #
 #   5. With --host-sweep N (not in ./test.sh): HostTraceTests' random-fault run for seeds
-#      1..N (message loss, restarts, transfers, compactions, reads; the settings and
-#      synchronous/asynchronous storage writes cycle with the seed), each trace accepted. The
+#      1..N, K steps each (--host-steps, default 30): message loss, restarts, transfers,
+#      compactions, reads; the settings and synchronous/asynchronous storage writes cycle
+#      with the seed. Every trace accepted. The
 #      test project is built with --artifacts-path $HOST_SWEEP_ARTIFACTS (default
 #      ${TMPDIR:-/tmp}/raftv-host-sweep) so as not to disturb other builds.
 #
@@ -30,18 +31,19 @@
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-size="${TRACE_SUITE_SIZE:-200}"; steps="${TRACE_STEPS:-250}"; simulate=1; host_sweep=0
-usage() { echo "usage: tlaplus/check-traces.sh [--size N] [--steps K] [--no-simulate] [--host-sweep N]" >&2; exit 2; }
+size="${TRACE_SUITE_SIZE:-200}"; steps="${TRACE_STEPS:-250}"; simulate=1; host_sweep=0; host_steps=30
+usage() { echo "usage: tlaplus/check-traces.sh [--size N] [--steps K] [--no-simulate] [--host-sweep N [--host-steps K]]" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --size) size="${2:-}"; shift 2 ;;
     --steps) steps="${2:-}"; shift 2 ;;
     --no-simulate) simulate=0; shift ;;
     --host-sweep) host_sweep="${2:-}"; shift 2 ;;
+    --host-steps) host_steps="${2:-}"; shift 2 ;;
     *) usage ;;
   esac
 done
-[[ "$size" =~ ^[0-9]+$ && "$steps" =~ ^[1-9][0-9]*$ && "$host_sweep" =~ ^[0-9]+$ ]] || usage
+[[ "$size" =~ ^[0-9]+$ && "$steps" =~ ^[1-9][0-9]*$ && "$host_sweep" =~ ^[0-9]+$ && "$host_steps" =~ ^[1-9][0-9]*$ ]] || usage
 
 start=$SECONDS
 work="$(mktemp -d "${TMPDIR:-/tmp}/raftverified-traces.XXXXXX")"
@@ -87,14 +89,14 @@ done
 
 if [[ $host_sweep -gt 0 ]]; then
   sweep="$work/host-sweep"; t0=$SECONDS
-  if ! RAFTV_HOST_TRACE_SEEDS="$host_sweep" RAFTV_HOST_TRACE_DIR="$sweep" \
+  if ! RAFTV_HOST_TRACE_SEEDS="$host_sweep" RAFTV_HOST_TRACE_STEPS="$host_steps" RAFTV_HOST_TRACE_DIR="$sweep" \
        dotnet test "$root/tests/Raft.Host.Tests" -c Release --artifacts-path "${HOST_SWEEP_ARTIFACTS:-${TMPDIR:-/tmp}/raftv-host-sweep}" \
          --filter "FullyQualifiedName~HostTraceTests.Random" >"$work/host-sweep.txt" 2>&1; then
     echo "check-traces.sh: the host runs failed:"; grep -E "Failed|Error Message|seed [0-9]+" "$work/host-sweep.txt" | head -n 20
     failures=$((failures + 1))
   fi
   n="$(ls "$sweep"/*.ndjson 2>/dev/null | wc -l)"
-  echo "ran $n host clusters (seeds 1..$host_sweep) in $((SECONDS - t0))s"
+  echo "ran $n host clusters (seeds 1..$host_sweep, $host_steps steps) in $((SECONDS - t0))s"
   for f in "$sweep"/*.ndjson; do [[ -f "$f" ]] && accept+=("$f"); done
 fi
 

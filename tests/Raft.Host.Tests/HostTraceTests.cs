@@ -18,14 +18,15 @@ namespace Raft.Host.Tests;
 /// RAFTV_WRITE_HOST_TRACES=1 rewrites those copies:
 ///   RAFTV_WRITE_HOST_TRACES=1 dotnet test tests/Raft.Host.Tests --filter HostTraceTests
 /// The random-fault run takes its seeds from RAFTV_HOST_TRACE_SEEDS (N: seeds 1..N, or A..B;
-/// default: seed 1) and writes into RAFTV_HOST_TRACE_DIR when set (the sweep of
-/// tlaplus/check-traces.sh --host-sweep N).
+/// default: seed 1), runs RAFTV_HOST_TRACE_STEPS steps (default 30) and writes into
+/// RAFTV_HOST_TRACE_DIR when set (the sweep of tlaplus/check-traces.sh --host-sweep N).
 /// </summary>
 public class HostTraceTests(ITestOutputHelper output)
 {
     private const string WriteVariable = "RAFTV_WRITE_HOST_TRACES";
     private const string SeedsVariable = "RAFTV_HOST_TRACE_SEEDS";
     private const string DirVariable = "RAFTV_HOST_TRACE_DIR";
+    private const string StepsVariable = "RAFTV_HOST_TRACE_STEPS";
 
     /// <summary>Few heartbeats keep the traces small (and TLC's search short).</summary>
     private static RaftNodeOptions Traced(RaftNodeOptions o, bool preVote, bool checkQuorum, bool asyncWrites) =>
@@ -176,6 +177,13 @@ public class HostTraceTests(ITestOutputHelper output)
             ? n : throw new ArgumentException($"{SeedsVariable}: '{s}' is not a positive seed (give N for seeds 1..N, or A..B)");
     }
 
+    /// <summary>Steps of a random-fault run: 30, or RAFTV_HOST_TRACE_STEPS (longer runs for sweeps).</summary>
+    private static int Steps() =>
+        Environment.GetEnvironmentVariable(StepsVariable) is { Length: > 0 } v
+            ? int.TryParse(v, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var n) && n > 0
+                ? n : throw new ArgumentException($"{StepsVariable}: '{v}' is not a positive number of steps")
+            : 30;
+
     /// <summary>
     /// Random message loss, proposals, restarts (storage kept), leadership transfers,
     /// compactions and reads chosen by the seed, then the losses stop and the cluster commits.
@@ -198,7 +206,7 @@ public class HostTraceTests(ITestOutputHelper output)
             var loss = new Random(seed * 7919 + 1);
             cluster.Network.Drop = _ => { lock (loss) return loss.NextDouble() < 0.15; };
             var proposed = 0;
-            for (var step = 0; step < 30; step++)
+            for (var step = 0; step < Steps(); step++)
             {
                 var roll = choices.NextDouble();
                 var running = cluster.Running.ToArray();
