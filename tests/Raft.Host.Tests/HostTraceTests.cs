@@ -267,6 +267,25 @@ public class HostTraceTests(ITestOutputHelper output)
         Assert.Contains(events, e => e.Name == "Commit");
     }
 
+    /// <summary>The checks fail on a receive with no send before it and on another run's options line.</summary>
+    [Fact]
+    public void The_trace_checks_catch_a_lost_send_line_and_a_wrong_options_line()
+    {
+        var path = Path.Combine(RepoRoot(), "tests", "Raft.Host.Tests", "traces", "election-plain.ndjson");
+        var lines = File.ReadAllLines(path);
+        var options = TraceNdjson.ParseOptions(lines[0]);
+        CheckTrace(lines, options);
+
+        Assert.ThrowsAny<Xunit.Sdk.XunitException>(() => CheckTrace(lines, options with { PreVote = !options.PreVote }));
+        Assert.ThrowsAny<Xunit.Sdk.XunitException>(() => CheckTrace(lines, options with { Voters = [1UL, 2UL] }));
+
+        var send = Array.FindIndex(lines, l => l.Contains("\"name\":\"SendAppendEntriesRequest\"", StringComparison.Ordinal));
+        Assert.True(send > 0, "the trace has a SendAppendEntriesRequest line");
+        var withoutSend = lines.Where((_, k) => k != send).ToArray();
+        var e = Assert.ThrowsAny<Xunit.Sdk.XunitException>(() => CheckTrace(withoutSend, options));
+        Assert.Contains("no line sent before", e.Message);
+    }
+
     // ---- running a scenario and checking its trace -----------------------------------------
 
     /// <summary>
