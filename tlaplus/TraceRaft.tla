@@ -258,9 +258,26 @@ IsSelfMsg(e) == HasMsg(e) /\ e.msg.from = e.msg.to
 \* their own threads.)
 AfterBecomeLeader(i) == NameAt(LastLineOf(Trace, i, l - 1)) = "BecomeLeader"
 
+\* The nodes of trace k persist through storage threads (Raft.Host's
+\* AsyncStorageWrites; options line "asyncwrites": true).
+AsyncWrites(k) == "asyncwrites" \in DOMAIN Options[k] /\ Options[k].asyncwrites
+
+\* In such traces, each node's last InitState line (0 if none).
+LastRestart == TLCEval([k \in DOMAIN Traces |->
+    [i \in Server |->
+        LET ps == IF AsyncWrites(k)
+                  THEN {p \in DOMAIN Traces[k] : Traces[k][p].nid = i /\ Traces[k][p].name = "InitState"}
+                  ELSE {}
+        IN IF ps = {} THEN 0 ELSE Max(ps)]])
+
 \* Node i writes nothing at this Ready: it crashes (InitState) before its next
-\* Ready, so the write, and the messages that waited for it, are lost.
-WriteLost(i) == NameAt(NextLineOf(Trace, i, {"Ready", "InitState"}, l + 1)) = "InitState"
+\* Ready, so the write, and the messages that waited for it, are lost.  With
+\* storage threads the writes of several Readys may be queued at the crash:
+\* any Ready before the node's last restart may have been lost (a later
+\* Ready's Persist writes what an earlier one left).
+WriteLost(i) ==
+    \/ NameAt(NextLineOf(Trace, i, {"Ready", "InitState"}, l + 1)) = "InitState"
+    \/ LastRestart[t][i] > l
 
 \* An ApplyConfChange line that changes nothing in the spec: the restore of a
 \* configuration from the snapshot at a restart, or by a snapshot the Receive

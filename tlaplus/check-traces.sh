@@ -26,6 +26,8 @@
 # Every trace goes to one validate-trace.sh call (one TLC run per PreVote/CheckQuorum
 # setting). Exit status: 0 all as expected, 1 otherwise, 3 TLC not available.
 # Environment: TRACE_SUITE_SIZE / TRACE_STEPS (defaults of --size 200 / --steps 250),
+# TRACE_KEEP_FAILED (where generated traces with an unexpected verdict are copied; default
+# ${TMPDIR:-/tmp}/raftv-failed-traces),
 # RAFTV_BIN (the folder of the built Raft.Spec.dll and Raft.Host.dll; default: the one
 # ./raftv builds), TRACE_TIMEOUT (see validate-trace.sh).
 set -uo pipefail
@@ -139,11 +141,16 @@ while IFS= read -r line; do
       f="${line#*: }"; f="${f%%: *}"; verdict["$f"]="${line%%:*}" ;;
   esac
 done <<<"$out"
+# Traces made here vanish with $work: the unexpected ones are kept in $keep.
+keep="${TRACE_KEEP_FAILED:-${TMPDIR:-/tmp}/raftv-failed-traces}"
 check() {  # check WANT FILE
   local got="${verdict[$2]:-NONE}"
   if [[ "$got" != "$1" ]]; then
     echo "  UNEXPECTED: $2: $got, expected $1"
     grep -F -A 1 "$2" <<<"$out" | head -n 2 | cut -c1-300
+    if [[ "$2" == "$work"/* ]]; then
+      mkdir -p "$keep" && cp "$2" "$keep/" && echo "  kept as $keep/$(basename "$2")"
+    fi
     failures=$((failures + 1))
   fi
 }

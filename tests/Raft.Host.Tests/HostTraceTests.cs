@@ -278,6 +278,7 @@ public class HostTraceTests(ITestOutputHelper output)
 
         Assert.ThrowsAny<Xunit.Sdk.XunitException>(() => CheckTrace(lines, options with { PreVote = !options.PreVote }));
         Assert.ThrowsAny<Xunit.Sdk.XunitException>(() => CheckTrace(lines, options with { Voters = [1UL, 2UL] }));
+        Assert.ThrowsAny<Xunit.Sdk.XunitException>(() => CheckTrace(lines, options with { AsyncStorageWrites = !options.AsyncStorageWrites }));
 
         var send = Array.FindIndex(lines, l => l.Contains("\"name\":\"SendAppendEntriesRequest\"", StringComparison.Ordinal));
         Assert.True(send > 0, "the trace has a SendAppendEntriesRequest line");
@@ -303,6 +304,7 @@ public class HostTraceTests(ITestOutputHelper output)
             Boot = TraceBoot.Entries,
             PreVote = preVote,
             CheckQuorum = checkQuorum,
+            AsyncStorageWrites = asyncWrites,
             Replay = name.StartsWith("loss-restart", StringComparison.Ordinal)
                 ? $"{SeedsVariable}={seed}..{seed} {WriteVariable}=1 dotnet test tests/Raft.Host.Tests --filter HostTraceTests.Random_loss_restarts_transfers_and_compactions"
                 : $"{WriteVariable}=1 dotnet test tests/Raft.Host.Tests --filter HostTraceTests",
@@ -374,6 +376,7 @@ public class HostTraceTests(ITestOutputHelper output)
         Assert.Equal(expected.Boot, header.Boot);
         Assert.Equal(expected.PreVote, header.PreVote);
         Assert.Equal(expected.CheckQuorum, header.CheckQuorum);
+        Assert.Equal(expected.AsyncStorageWrites, header.AsyncStorageWrites);
 
         var events = new List<TraceEvent>();
         var term = new Dictionary<ulong, ulong>();

@@ -152,6 +152,7 @@ public static class TraceNdjson
             w.WriteEndArray();
             w.WriteBoolean("prevote", options.PreVote);
             w.WriteBoolean("checkquorum", options.CheckQuorum);
+            w.WriteBoolean("asyncwrites", options.AsyncStorageWrites);
             if (options.Replay is { } replay) w.WriteString("replay", replay);
             w.WriteEndObject();
         }
@@ -186,6 +187,7 @@ public static class TraceNdjson
                 BootTerm = boot == TraceBoot.Snapshot ? o.GetProperty("bootTerm").GetUInt64() : 0,
                 PreVote = o.GetProperty("prevote").GetBoolean(),
                 CheckQuorum = o.GetProperty("checkquorum").GetBoolean(),
+                AsyncStorageWrites = o.TryGetProperty("asyncwrites", out var a) && a.GetBoolean(),
                 Replay = o.TryGetProperty("replay", out var r) ? r.GetString() : null,
             };
             options.Validate();

@@ -110,6 +110,12 @@ public sealed record TraceRunOptions
 
     public bool CheckQuorum { get; init; }
 
+    /// <summary>
+    /// The nodes persisted through storage threads (<see cref="RaftNodeOptions.AsyncStorageWrites"/>):
+    /// a crash may then lose the writes of several Readys, not only of the last one.
+    /// </summary>
+    public bool AsyncStorageWrites { get; init; }
+
     /// <summary>For people: how to run this again (a command line), or null.</summary>
     public string? Replay { get; init; }
 
