@@ -272,12 +272,17 @@ LastRestart == TLCEval([k \in DOMAIN Traces |->
 
 \* Node i writes nothing at this Ready: it crashes (InitState) before its next
 \* Ready, so the write, and the messages that waited for it, are lost.  With
-\* storage threads the writes of several Readys may be queued at the crash:
-\* any Ready before the node's last restart may have been lost (a later
-\* Ready's Persist writes what an earlier one left).
+\* storage threads a Ready's write completes later, at a point the trace does
+\* not show: the writes of several Readys may be queued at a crash, so any
+\* Ready before the node's last restart may have been lost (a later Ready's
+\* Persist writes what an earlier one left); and a leader may count its own
+\* entries for the commit only once its storage thread acknowledged them,
+\* so its Ready may leave the write pending until that acknowledgement's line
+\* (the silent Persist below).
 WriteLost(i) ==
     \/ NameAt(NextLineOf(Trace, i, {"Ready", "InitState"}, l + 1)) = "InitState"
     \/ LastRestart[t][i] > l
+    \/ AsyncWrites(t) /\ role[i] = "Leader"
 
 \* An ApplyConfChange line that changes nothing in the spec: the restore of a
 \* configuration from the snapshot at a restart, or by a snapshot the Receive
@@ -444,6 +449,10 @@ SilentStep(e) ==
              /\ applied[i] < e.msg.entries
           \/ e.name = "InitState" /\ applied[i] < e.state.commit
        /\ Apply(i)
+    \* storage threads: the leader's pending write completes before the line of
+    \* its own acknowledgement
+    \/ /\ AsyncWrites(t) /\ e.name = "ReceiveAppendEntriesResponse" /\ IsSelfMsg(e)
+       /\ Persist(i)
     \* the application compacts the log before a snapshot is sent
     \/ /\ e.name = "SendAppendEntriesRequest" /\ e.msg.type = "MsgSnap"
        /\ CompactLog(i, e.msg.entries)
