@@ -7,7 +7,9 @@
 # NdjsonTraceFile), optionally with an options line saying how the run started, e.g.
 #   {"tag":"raftv-trace","boot":"snapshot","bootIndex":1,"bootTerm":1,"voters":["1","2","3"],
 #    "prevote":false,"checkquorum":false}
-# (see TraceRaft.tla; without one: the simulator's bootstrap, PreVote and CheckQuorum off).
+# ("boot":"entries" for etcd's Bootstrap as Raft.Host's Node.Start does it, "asyncwrites":true
+# for nodes with storage threads; see TraceRaft.tla; without one: the simulator's bootstrap,
+# PreVote and CheckQuorum off).
 # The files are validated in as few TLC runs as their PreVote/CheckQuorum settings allow
 # (one JVM checks every trace of a setting at once). Prints one line per file, ACCEPTED or
 # REJECTED (with the first line no behaviour of Raft.tla produces), then a summary.
