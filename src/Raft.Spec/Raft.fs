@@ -403,7 +403,7 @@ module Raft =
         | ValueNone -> r
         | ValueSome pr ->
 #if MUTANT_HEARTBEAT_FULL_COMMIT // seeded bug (tests/mutants.sh): tells a follower to commit beyond what it holds
-            let commit = r.RaftLog.Committed
+            let commit = (ignore pr; r.RaftLog.Committed)
 #else
             let commit = min pr.Match r.RaftLog.Committed
 #endif
