@@ -9,6 +9,7 @@
 # which ./test.sh reports as "TLC not available" (never as passed).
 #
 # Environment: TLC_WORKERS (default: the machine's cores), TLC_HEAP (default 6g),
+#              TLC_STACK (default 16m; long traces in TraceRaft.tla need more, e.g. 256m),
 #              TLC_METADIR (default: a fresh folder under ${TMPDIR:-/tmp}, removed afterwards).
 set -euo pipefail
 
@@ -54,5 +55,5 @@ if [[ -z "$metadir" ]]; then
 fi
 
 # ParallelGC is what TLC's authors recommend for throughput; the heap stays bounded for 24 GiB machines.
-java -XX:+UseParallelGC -Xss16m -Xmx"${TLC_HEAP:-6g}" \
+java -XX:+UseParallelGC -Xss"${TLC_STACK:-16m}" -Xmx"${TLC_HEAP:-6g}" \
   -cp "$jar" tlc2.TLC -workers "$workers" -metadir "$metadir" "$@"
