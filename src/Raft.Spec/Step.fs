@@ -136,6 +136,11 @@ let private stepLocal (what: string) (m: Message) (r: RaftState) : RaftState =
     | r, Error e -> debug (sprintf "error occurred during %s: %s" what (StepError.message e)) r
 
 /// Followers and candidates: campaign once the randomized election timeout passed.
+/// TLA+: Timeout is this function and Actions.Timeout together: counting ElectionElapsed past
+/// the election timeout ends the lease (SpecMap's heard), and the MsgHup is Actions.Timeout. As in
+/// etcd the clock restarts even when the campaign is refused (unapplied conf changes), which
+/// gives a node with a leader its lease back; the spec keeps it lost (docs/conformance.md lists
+/// this difference).
 let private tickElection (r: RaftState) : RaftState =
     let r = { r with ElectionElapsed = r.ElectionElapsed + 1 }
     if promotable r && pastElectionTimeout r then

@@ -33,6 +33,10 @@ public class RemovedMemberStoreTests
             await source.ApplyAsync([PutEntry(1, "a"), Remove(2, 3), PutEntry(3, "b")]);
             Assert.Equal([1UL, 2UL], (await source.ReadMembersAsync()).Select(m => m.ID));
             Assert.Equal([3UL], await source.ReadRemovedMemberIdsAsync());
+            // What the server reloads after a membership change: both, from one read.
+            var (members, removed) = await source.ReadMembershipAsync();
+            Assert.Equal([1UL, 2UL], members.Select(m => m.ID));
+            Assert.Equal([3UL], removed);
             // Applying the removal again (a replay after a restart) changes nothing.
             await source.ApplyAsync([Remove(2, 3)]);
             Assert.Equal([3UL], await source.ReadRemovedMemberIdsAsync());

@@ -318,8 +318,7 @@ public sealed class KvServer : IAsyncDisposable
 
     private async Task ReloadMembersAsync(CancellationToken ct)
     {
-        var records = await _store.ReadMembersAsync(ct);
-        var removed = await _store.ReadRemovedMemberIdsAsync(ct);
+        var (records, removed) = await _store.ReadMembershipAsync(ct);
         Volatile.Write(ref _memberRecords, records.ToDictionary(m => m.ID));
         Volatile.Write(ref _removedMembers, removed);
     }

@@ -638,6 +638,21 @@ public sealed class PostgresKvStore : IAsyncDisposable
         return list;
     }
 
+    /// <summary>
+    /// The member table and the removed ids together, as one applied state left them: one
+    /// connection and one snapshot of the database, so an apply between two reads cannot show
+    /// a member both present and removed (or neither).
+    /// </summary>
+    public async Task<(IReadOnlyList<Member> Members, IReadOnlySet<ulong> Removed)> ReadMembershipAsync(CancellationToken cancellationToken = default)
+    {
+        await using var conn = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var tx = await conn.BeginTransactionAsync(IsolationLevel.RepeatableRead, cancellationToken).ConfigureAwait(false);
+        var members = await ReadMembersAsync(conn, tx, cancellationToken).ConfigureAwait(false);
+        var removed = await ReadRemovedMemberIdsAsync(conn, tx, cancellationToken).ConfigureAwait(false);
+        await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
+        return (members, removed);
+    }
+
     /// <summary>The ids of the members removed from the cluster (by applied configuration changes or the snapshot installed).</summary>
     public async Task<IReadOnlySet<ulong>> ReadRemovedMemberIdsAsync(CancellationToken cancellationToken = default)
     {
