@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net;
+using System.Threading.Channels;
 using Google.Protobuf;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -44,6 +45,13 @@ public sealed class KvServer : IAsyncDisposable
     private GrpcServer _peerServer = null!;
     private GrpcServer _clientServer = null!;
     private Task _loop = Task.CompletedTask;
+    // Linearizable reads waiting for the next ReadIndex request, and the signal that one is wanted.
+    private TaskCompletionSource<ulong> _nextReadIndex = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Channel<bool> _readIndexWanted =
+        Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
+    private long _readIndexRequests;
+    // etcd's server sends an unanswered ReadIndex again after the same pause.
+    private static readonly TimeSpan ReadIndexRetry = TimeSpan.FromMilliseconds(500);
     private TaskCompletionSource _appliedChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private ulong _applied;
     private ulong _lastSnapshot;
@@ -79,7 +87,7 @@ public sealed class KvServer : IAsyncDisposable
     /// </summary>
     public Task Removed => _removed.Task;
 
-    /// <summary>The raft loop: it faults when an error (a storage failure) stops it, after which this member can no longer serve.</summary>
+    /// <summary>The raft and read-index loops: faults when an error (a storage failure) stops them, after which this member can no longer serve.</summary>
     public Task RaftLoop => _loop;
 
     public ulong Id => _options.NodeId;
@@ -92,6 +100,9 @@ public sealed class KvServer : IAsyncDisposable
 
     /// <summary>Index of the newest snapshot this member holds (taken or received).</summary>
     internal ulong SnapshotIndex => Volatile.Read(ref _lastSnapshot);
+
+    /// <summary>ReadIndex requests this member sent to raft (linearizable reads share them).</summary>
+    internal long ReadIndexRequests => Interlocked.Read(ref _readIndexRequests);
 
     /// <summary>What arrives from peers: refusals (another cluster, non-members) are counted there.</summary>
     internal RaftPeerService PeerService => _peerService;
@@ -200,7 +211,7 @@ public sealed class KvServer : IAsyncDisposable
             },
             EtcdServices.Register(new GrpcServiceRegistry(), this), _logger, ct);
         _transport.SetPeers(PeerAddresses());
-        _loop = Task.Run(() => RunAsync(_stop.Token), CancellationToken.None);
+        _loop = RunLoopsAsync(_stop.Token);
         _publish = Task.Run(() => PublishAttributesAsync(_stop.Token), CancellationToken.None);
         if (_options.AutoCompactionRetention > 0) _compactor = Task.Run(() => AutoCompactAsync(_stop.Token), CancellationToken.None);
     }
@@ -428,51 +439,81 @@ public sealed class KvServer : IAsyncDisposable
         return new IPEndPoint(address, uri.Port);
     }
 
-    // ---- the raft loop: persist, send, apply, advance ---------------------------------------
+    // ---- the raft loop (persist, send, apply, advance) and the read-index loop ---------------
 
-    private async Task RunAsync(CancellationToken ct)
+    /// <summary>
+    /// Runs the raft loop and the read-index loop until the member stops. Either one's failure stops the
+    /// other (the member can no longer serve) and faults the returned task.
+    /// </summary>
+    private async Task RunLoopsAsync(CancellationToken stop)
+    {
+        using var loops = CancellationTokenSource.CreateLinkedTokenSource(stop);
+        var raft = Task.Run(() => RunLoopAsync("raft", RaftLoopAsync, loops), CancellationToken.None);
+        var readIndex = Task.Run(() => RunLoopAsync("read-index", ReadIndexLoopAsync, loops), CancellationToken.None);
+        await Task.WhenAll(raft, readIndex);
+    }
+
+    private async Task RunLoopAsync(string name, Func<CancellationToken, Task> loop, CancellationTokenSource loops)
     {
         try
         {
-            while (true)
-            {
-                var rd = await _node.ReadyAsync(ct);
-                if (rd.SoftState is { } soft) Volatile.Write(ref _leader, soft.Lead);
-                if (rd.HardState is { } hard) Volatile.Write(ref _term, hard.Term);
-                var snapshot = rd.Snapshot is { } s && !SnapshotModule.isEmpty(s) ? s : null;
-                // A leader sends before it writes (etcd's raftNode does the same; Raft thesis
-                // 10.2.1): its own write overlaps the followers', and it counts itself towards a
-                // commit only after its write, when the MsgAppResp to itself is stepped on Advance.
-                // Its term and vote were written before it campaigned. Others send after writing:
-                // their votes and acknowledgements promise durable state.
-                var leaderSends = Volatile.Read(ref _leader) == _options.NodeId;
-                if (leaderSends) foreach (var m in rd.PeerMessages) _transport.Send(m);
-                await _raftStorage.SaveAsync(rd.HardState, [.. rd.Entries], snapshot, rd.MustSync, ct);
-                if (snapshot is not null)
-                {
-                    await _store.ImportSnapshotAsync(new MemoryStream(snapshot.Data), ct);
-                    _confState = snapshot.Metadata.ConfState;
-                    Volatile.Write(ref _lastSnapshot, snapshot.Metadata.Index);
-                    await OnMembershipChangedAsync(ct);
-                    SetApplied(snapshot.Metadata.Index);
-                }
-                if (!leaderSends) foreach (var m in rd.PeerMessages) _transport.Send(m);
-                if (rd.CommittedEntries.Count > 0) await ApplyAsync(rd.CommittedEntries, ct);
-                foreach (var rs in rd.ReadStates)
-                    if (_reads.TryRemove(ByteString.CopyFrom(rs.RequestCtx), out var read)) read.TrySetResult(rs.Index);
-                _node.Advance();
-                await MaybeSnapshotAsync(ct);
-            }
+            await loop(loops.Token);
         }
-        catch (Exception e) when (e is OperationCanceledException or NodeStoppedException && _stop.IsCancellationRequested)
+        catch (Exception e) when (e is OperationCanceledException or NodeStoppedException && loops.IsCancellationRequested)
         {
+            // Stopped: by DisposeAsync, or by the other loop's failure (which that loop reports).
         }
         catch (Exception e)
         {
-            _logger.LogCritical(e, "raft loop of member {Id:x} failed; the member stops serving", _options.NodeId);
+            _logger.LogCritical(e, "{Loop} loop of member {Id:x} failed; the member stops serving", name, _options.NodeId);
             foreach (var w in _writes.Values) w.TrySetException(EtcdErrors.Stopped());
+            await loops.CancelAsync();
             throw;
         }
+    }
+
+    private async Task RaftLoopAsync(CancellationToken ct)
+    {
+        while (true)
+        {
+            var rd = await _node.ReadyAsync(ct);
+            if (rd.SoftState is { } soft) Volatile.Write(ref _leader, soft.Lead);
+            if (rd.HardState is { } hard) Volatile.Write(ref _term, hard.Term);
+            var snapshot = rd.Snapshot is { } s && !SnapshotModule.isEmpty(s) ? s : null;
+            // A leader sends before it writes (etcd's raftNode does the same; Raft thesis
+            // 10.2.1): its own write overlaps the followers', and it counts itself towards a
+            // commit only after its write, when the MsgAppResp to itself is stepped on Advance.
+            // Its term and vote were written before it campaigned. Others send after writing:
+            // their votes and acknowledgements promise durable state.
+            var leaderSends = Volatile.Read(ref _leader) == _options.NodeId;
+            if (leaderSends) foreach (var m in rd.PeerMessages) _transport.Send(m);
+            await _raftStorage.SaveAsync(rd.HardState, [.. rd.Entries], snapshot, rd.MustSync, ct);
+            if (snapshot is not null)
+            {
+                await _store.ImportSnapshotAsync(new MemoryStream(snapshot.Data), ct);
+                _confState = snapshot.Metadata.ConfState;
+                Volatile.Write(ref _lastSnapshot, snapshot.Metadata.Index);
+                await OnMembershipChangedAsync(ct);
+                SetApplied(snapshot.Metadata.Index);
+            }
+            if (!leaderSends) foreach (var m in rd.PeerMessages) _transport.Send(m);
+            // Applied in this loop, before Advance. An apply loop beside this one (as etcd's server
+            // has) was measured slower here: each Ready then carried fewer entries, and a
+            // PostgreSQL transaction per save and per apply costs more CPU per put than it saved
+            // in waiting (docs/performance.md).
+            if (rd.CommittedEntries.Count > 0) await ApplyAsync(rd.CommittedEntries, ct);
+            foreach (var rs in rd.ReadStates)
+                if (_reads.TryRemove(ByteString.CopyFrom(rs.RequestCtx), out var read)) read.TrySetResult(rs.Index);
+            _node.Advance();
+            await MaybeSnapshotAsync(ct);
+        }
+    }
+
+    /// <summary>Waits until this member applied up to <paramref name="index"/>.</summary>
+    private async Task WaitAppliedAsync(ulong index, CancellationToken ct)
+    {
+        while (Volatile.Read(ref _applied) < index)
+            await Volatile.Read(ref _appliedChanged).Task.WaitAsync(ct);
     }
 
     private async Task ApplyAsync(IReadOnlyList<Entry> entries, CancellationToken ct)
@@ -619,20 +660,77 @@ public sealed class KvServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Waits until this member has applied everything committed when the read arrived (ReadIndex).</summary>
+    /// <summary>
+    /// Waits until this member has applied everything committed when the read arrived (ReadIndex).
+    /// Reads share ReadIndex requests, as etcd's server batches them: a read joins the next request
+    /// the read-index loop sends, so one heartbeat round confirms the leadership for all reads that
+    /// arrived meanwhile instead of one round per read.
+    /// </summary>
     internal async Task WaitLinearizableAsync(CancellationToken ct)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(_options.RequestTimeout);
-        var context = ByteString.CopyFrom(Guid.NewGuid().ToByteArray());
-        var waiter = _reads.GetOrAdd(context, _ => new TaskCompletionSource<ulong>(TaskCreationOptions.RunContinuationsAsynchronously));
         try
         {
             await WaitForLeaderAsync(timeout.Token);
-            await _node.ReadIndexAsync(context.ToByteArray(), timeout.Token);
-            var index = await waiter.Task.WaitAsync(timeout.Token);
-            while (Volatile.Read(ref _applied) < index)
-                await Volatile.Read(ref _appliedChanged).Task.WaitAsync(timeout.Token);
+            var round = Volatile.Read(ref _nextReadIndex);
+            _readIndexWanted.Writer.TryWrite(true);
+            var index = await round.Task.WaitAsync(timeout.Token);
+            await WaitAppliedAsync(index, timeout.Token);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw EtcdErrors.Timeout();
+        }
+    }
+
+    private async Task ReadIndexLoopAsync(CancellationToken ct)
+    {
+        while (await _readIndexWanted.Reader.WaitToReadAsync(ct))
+        {
+            _readIndexWanted.Reader.TryRead(out _);
+            // Every read of this round arrived before the swap, so before its request is sent:
+            // the index it gets is at least the commit index when each of them arrived. Later reads
+            // join the next round.
+            var round = Interlocked.Exchange(ref _nextReadIndex, new TaskCompletionSource<ulong>(TaskCreationOptions.RunContinuationsAsynchronously));
+            try
+            {
+                round.TrySetResult(await ReadIndexRoundAsync(ct));
+            }
+            catch (Exception e) when (!ct.IsCancellationRequested)
+            {
+                round.TrySetException(e);
+            }
+        }
+    }
+
+    /// <summary>
+    /// One ReadIndex request, sent again every <see cref="ReadIndexRetry"/> while unanswered (a
+    /// leader change or a lost message drops it without an answer), until the request timeout.
+    /// </summary>
+    private async Task<ulong> ReadIndexRoundAsync(CancellationToken ct)
+    {
+        var context = ByteString.CopyFrom(Guid.NewGuid().ToByteArray());
+        var answer = new TaskCompletionSource<ulong>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _reads[context] = answer;
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        deadline.CancelAfter(_options.RequestTimeout);
+        try
+        {
+            while (true)
+            {
+                await WaitForLeaderAsync(deadline.Token);
+                await _node.ReadIndexAsync(context.ToByteArray(), deadline.Token);
+                Interlocked.Increment(ref _readIndexRequests);
+                try
+                {
+                    return await answer.Task.WaitAsync(ReadIndexRetry, deadline.Token);
+                }
+                catch (TimeoutException)
+                {
+                    // Unanswered: ask again with the same context (a late answer to the first is as good).
+                }
+            }
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
