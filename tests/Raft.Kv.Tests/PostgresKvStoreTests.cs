@@ -149,6 +149,32 @@ public class PostgresKvStoreTests
     }
 
     [Fact]
+    public async Task Only_client_request_ids_are_remembered_not_a_servers_waiter_ids()
+    {
+        var (store, cs, options) = await OpenAsync();
+        await using var _1 = store;
+        var waited = new KvCommand { Put = Put("a", "1"), WaiterId = B("waiter-1"), ProposedAtUnixMs = 1 };
+        var applied = await store.ApplyAsync([E(1, waited), E(2, Command(Put("a", "2"), id: "client-1", at: 2))]);
+        Assert.Equal(waited, applied[0].Command);
+        Assert.Equal(2, applied[0].Result!.Put.Header.Revision);
+
+        await using var conn = new Npgsql.NpgsqlConnection(cs);
+        await conn.OpenAsync();
+        await using var rows = new Npgsql.NpgsqlCommand($"SELECT encode(request_id, 'escape') FROM \"{options.Schema}\".kv_applied_requests ORDER BY 1", conn);
+        var remembered = new List<string>();
+        await using (var r = await rows.ExecuteReaderAsync())
+            while (await r.ReadAsync()) remembered.Add(r.GetString(0));
+        Assert.Equal(["client-1"], remembered);
+        Assert.Null(await store.FindAppliedRequestAsync(B("waiter-1"), 1));
+        Assert.Equal(applied[1].Result, await store.FindAppliedRequestAsync(B("client-1"), 2));
+
+        // The same waiter id again is a new write, never a duplicate.
+        var again = await store.ApplyAsync([E(3, waited)]);
+        Assert.False(again[0].Duplicate);
+        Assert.Equal(3, (await store.RangeAsync(Get("a"))).Kvs.Single().Version);
+    }
+
+    [Fact]
     public async Task Snapshot_export_and_import_round_trip()
     {
         var (source, cs, options) = await OpenAsync(group: 1);

@@ -42,7 +42,8 @@ public sealed class KvApplyGapException(long groupId, ulong appliedIndex, ulong 
 /// the same transaction that advances the group's applied index, so after a crash at any instant
 /// each entry has been applied exactly once or not at all, and applying again skips what is done.
 /// Retried writes carrying the same request id are answered from the applied-request table
-/// instead of being applied again.
+/// instead of being applied again; writes without one (<see cref="KvCommand.WaiterId"/> only) are
+/// not remembered.
 /// </summary>
 public sealed class PostgresKvStore : IAsyncDisposable
 {
@@ -315,10 +316,13 @@ public sealed class PostgresKvStore : IAsyncDisposable
         advance.Parameters.Add(new() { Value = (long)appliedIndex });
         advance.Parameters.Add(new() { Value = (long)appliedTerm });
         then.Add(advance);
-        if (newestProposal > 0)
+        if (requests.Count > 0)
         {
             // Forget request ids older than the retention, on the log's clock. Lookups apply the same
-            // window, so when this runs does not change any decision.
+            // window to each command, so when this runs does not change any decision: it only frees
+            // space, and the table grows only in batches that record a request, so a batch that
+            // records none (writes whose clients gave no id: their entries carry only the proposer's
+            // waiter id) skips it.
             var purge = new NpgsqlBatchCommand($"DELETE FROM {_q}.kv_applied_requests WHERE group_id = $1 AND proposed_at_unix_ms < $2");
             purge.Parameters.Add(new() { Value = GroupId });
             purge.Parameters.Add(new() { Value = newestProposal - (long)_options.RequestIdRetention.TotalMilliseconds });
@@ -417,6 +421,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
                 if (range.IsSingleKey) singleKeys.Add(range.Start);
                 else ranges.Add(range);
             }
+        // Only a client's request ids are remembered (a waiter id never is), so only those are looked up.
         var ids = commands.Where(c => !c.RequestId.IsEmpty).Select(c => c.RequestId.ToByteArray()).ToArray();
         var pastReads = commands.SelectMany(KvApplier.PastReads).Where(p => !p.Range.IsEmpty).Distinct().ToList();
 
