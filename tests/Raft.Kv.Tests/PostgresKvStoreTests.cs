@@ -97,6 +97,42 @@ public class PostgresKvStoreTests
     }
 
     [Fact]
+    public async Task An_applier_waiting_for_the_row_lock_reads_what_the_previous_one_committed()
+    {
+        var (store, cs, _) = await OpenAsync();
+        await using var _1 = store;
+        await store.ApplyAsync([E(1, Command(Put("a", "0")))]);
+        var first = new[] { E(2, Command(Put("a", "1"))) };
+        var holding = new TaskCompletionSource();
+        var release = new TaskCompletionSource();
+        var firstApply = store.ApplyAsync(first, async _ => { holding.SetResult(); await release.Task; }, CancellationToken.None);
+        await holding.Task;
+
+        // The second applier (the same entries and one more, as a replay from the raft log offers
+        // them) blocks on the group's row until the first commits.
+        var secondApply = store.ApplyAsync([.. first, E(3, Command(Put("a", "2", prevKv: true)))]);
+        await using (var conn = new Npgsql.NpgsqlConnection(cs))
+        {
+            await conn.OpenAsync();
+            await using var waiting = new Npgsql.NpgsqlCommand(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%kv_groups%FOR UPDATE%'", conn);
+            var deadline = DateTime.UtcNow.AddSeconds(20);
+            while ((long)(await waiting.ExecuteScalarAsync())! == 0)
+            {
+                Assert.True(DateTime.UtcNow < deadline, "the second applier never waited for the row lock");
+                await Task.Delay(20);
+            }
+        }
+        release.SetResult();
+        Assert.Equal([2UL], (await firstApply).Select(a => a.Index));
+        var second = await secondApply;
+        Assert.Equal([3UL], second.Select(a => a.Index));
+        var prev = second[0].Result!.Put.PrevKv;
+        Assert.Equal(("1", 2L, 3L), (S(prev.Value), prev.Version, prev.ModRevision));
+        Assert.Equal(3, (await store.RangeAsync(Get("a"))).Kvs.Single().Version);
+    }
+
+    [Fact]
     public async Task Applies_commit_asynchronously_unless_told_otherwise()
     {
         var (store, _, _) = await OpenAsync();

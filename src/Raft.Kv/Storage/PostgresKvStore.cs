@@ -208,11 +208,23 @@ public sealed class PostgresKvStore : IAsyncDisposable
 
     private async Task<KvStoreState> ReadStateAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, bool forUpdate, CancellationToken ct)
     {
-        await using var cmd = new NpgsqlCommand(
-            $"SELECT revision, compact_revision, applied_index, applied_term, history_from FROM {_q}.kv_groups WHERE group_id = $1{(forUpdate ? " FOR UPDATE" : "")}",
-            conn, tx);
+        await using var batch = new NpgsqlBatch(conn, tx) { BatchCommands = { StateQuery(forUpdate) } };
+        await using var r = await batch.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        return await ReadStateAsync(r, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The group's row (<see cref="ReadStateAsync(NpgsqlDataReader, CancellationToken)"/> reads its result).</summary>
+    private NpgsqlBatchCommand StateQuery(bool forUpdate)
+    {
+        var cmd = new NpgsqlBatchCommand(
+            $"SELECT revision, compact_revision, applied_index, applied_term, history_from FROM {_q}.kv_groups WHERE group_id = $1{(forUpdate ? " FOR UPDATE" : "")}");
         cmd.Parameters.Add(new() { Value = GroupId });
-        await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        return cmd;
+    }
+
+    /// <summary>The state from the current result of <paramref name="r"/>, the result of a <see cref="StateQuery"/>.</summary>
+    private async Task<KvStoreState> ReadStateAsync(NpgsqlDataReader r, CancellationToken ct)
+    {
         if (!await r.ReadAsync(ct).ConfigureAwait(false))
             throw new KvStoreException($"key-value group {GroupId} has no row in {_options.Schema}.kv_groups");
         return new KvStoreState(r.GetInt64(0), r.GetInt64(1), (ulong)r.GetInt64(2), (ulong)r.GetInt64(3), r.GetInt64(4));
@@ -243,38 +255,42 @@ public sealed class PostgresKvStore : IAsyncDisposable
         if (entries.Count == 0) return [];
         await using var conn = await _applySource.OpenConnectionAsync(ct).ConfigureAwait(false);
         await using var tx = await conn.BeginTransactionAsync(IsolationLevel.ReadCommitted, ct).ConfigureAwait(false);
-        // The row lock makes appliers of one group take turns, even from two processes.
-        var state = await ReadStateAsync(conn, tx, forUpdate: true, ct).ConfigureAwait(false);
+
+        // Decode first, so the group's row, the keys and the request ids of the whole batch are read
+        // in one round trip, the commands applied in memory in log order, and the result written in
+        // one more: the number of statements no longer grows with the number of entries. Which
+        // entries are new is known only after that read, so every entry offered is decoded (those
+        // at or below the applied index, a replay, only cost a parse and a few extra rows).
+        var decoded = entries.Select(Decode).ToList();
+        var (state, working, known) = await LockAndPrefetchAsync(conn, tx,
+            decoded.Where(d => d.Command is not null).Select(d => d.Command!).ToList(), ct).ConfigureAwait(false);
         var applied = new List<AppliedEntry>(entries.Count);
         var appliedIndex = state.AppliedIndex;
         var appliedTerm = state.AppliedTerm;
         long newestProposal = 0;
 
-        // Decode first, so the keys and request ids of the whole batch are read in one round trip,
-        // the commands applied in memory in log order, and the result written in one more: the
-        // number of statements no longer grows with the number of entries.
-        var fresh = new List<(Entry Entry, KvCommand? Command, AppliedEntry? Done)>(entries.Count);
-        foreach (var entry in entries)
+        var fresh = new List<DecodedEntry>(entries.Count);
+        foreach (var d in decoded)
         {
+            var entry = d.Entry;
             if (entry.Index <= appliedIndex) continue;
             if (entry.Index != appliedIndex + 1)
             {
                 if (fresh.Count == 0) throw new KvApplyGapException(GroupId, appliedIndex, entry.Index);
                 throw new KvStoreException($"key-value group {GroupId}: entry {entry.Index} does not follow entry {appliedIndex} in one batch");
             }
-            fresh.Add(Decode(entry));
+            if (d.Malformed is not null)
+                _logger.LogError("entry {Index} of group {GroupId} is not a key-value command: {Error}", entry.Index, GroupId, d.Malformed);
+            fresh.Add(d);
             appliedIndex = entry.Index;
             appliedTerm = entry.Term;
         }
         if (fresh.Count == 0) return applied;
 
-        var working = new MemoryKvState(state.Revision, state.CompactRevision, state.HistoryFrom);
-        var known = await PrefetchAsync(conn, tx, fresh.Where(f => f.Command is not null).Select(f => f.Command!).ToList(), working, ct)
-            .ConfigureAwait(false);
         var writes = new KvChanges(state.Revision, state.CompactRevision);
         var history = new List<KeyValue>();
         var requests = new Dictionary<ByteString, (long ProposedAt, ulong Index, KvResult Result)>();
-        foreach (var (entry, command, done) in fresh)
+        foreach (var (entry, command, done, _) in fresh)
         {
             if (done is not null)
             {
@@ -385,31 +401,47 @@ public sealed class PostgresKvStore : IAsyncDisposable
         }
     }
 
-    /// <summary>The command of a normal entry, or the finished outcome of an entry that carries none (or a malformed one).</summary>
-    private (Entry Entry, KvCommand? Command, AppliedEntry? Done) Decode(Entry entry)
+    /// <summary>
+    /// A log entry read: its command, or the finished outcome of an entry that carries none (or a
+    /// malformed one, with the parser's complaint, logged when the entry is applied).
+    /// </summary>
+    private sealed record DecodedEntry(Entry Entry, KvCommand? Command, AppliedEntry? Done, string? Malformed);
+
+    /// <summary>The state row, locked, and what <see cref="LockAndPrefetchAsync"/> loaded for the batch's commands.</summary>
+    private sealed record ApplyStart(KvStoreState State, MemoryKvState Working, Dictionary<ByteString, (long ProposedAt, KvResult Result)> Known);
+
+    private static DecodedEntry Decode(Entry entry)
     {
         if (!entry.Type.IsEntryNormal || entry.Data.Length == 0)
-            return (entry, null, new AppliedEntry(entry.Index, entry.Term, null, null, false));
+            return new(entry, null, new AppliedEntry(entry.Index, entry.Term, null, null, false), null);
         try
         {
-            return (entry, KvCommand.Parser.ParseFrom(entry.Data), null);
+            return new(entry, KvCommand.Parser.ParseFrom(entry.Data), null, null);
         }
         catch (InvalidProtocolBufferException e)
         {
             // Every replica reads the same bytes, so every replica answers the same error.
-            _logger.LogError("entry {Index} of group {GroupId} is not a key-value command: {Error}", entry.Index, GroupId, e.Message);
-            return (entry, null, new AppliedEntry(entry.Index, entry.Term, null,
+            return new(entry, null, new AppliedEntry(entry.Index, entry.Term, null,
                 new KvResult { Error = new KvError { Code = (int)Transport.Grpc.Wire.StatusCode.Internal, Message = "raftv: malformed key-value command in the log" } },
-                false));
+                false), e.Message);
         }
     }
 
     /// <summary>
-    /// One round trip: loads every key the commands may read into <paramref name="working"/>, and
-    /// returns the remembered results of their request ids (the retention window is checked per command).
+    /// One round trip: locks the group's row and reads the state, loads every key the commands may
+    /// read into a working state, and returns the remembered results of their request ids (the
+    /// retention window is checked per command).
     /// </summary>
-    private async Task<Dictionary<ByteString, (long ProposedAt, KvResult Result)>> PrefetchAsync(NpgsqlConnection conn, NpgsqlTransaction tx,
-        IReadOnlyList<KvCommand> commands, MemoryKvState working, CancellationToken ct)
+    /// <remarks>
+    /// The row lock makes appliers of one group take turns, even from two processes, and it is the
+    /// batch's first statement, so the reads after it see everything the previous holder committed:
+    /// under READ COMMITTED each statement takes a new snapshot when it starts, and PostgreSQL runs
+    /// a batch's statements one after the other, so the reads' snapshots are taken after the lock is
+    /// granted. The previous holder's commit is visible to them: PostgreSQL shows a transaction as
+    /// committed to new snapshots before it releases its locks.
+    /// </remarks>
+    private async Task<ApplyStart> LockAndPrefetchAsync(NpgsqlConnection conn, NpgsqlTransaction tx,
+        IReadOnlyList<KvCommand> commands, CancellationToken ct)
     {
         var known = new Dictionary<ByteString, (long, KvResult)>();
         var singleKeys = new HashSet<byte[]>(KeyComparer.Instance);
@@ -425,7 +457,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
         var ids = commands.Where(c => !c.RequestId.IsEmpty).Select(c => c.RequestId.ToByteArray()).ToArray();
         var pastReads = commands.SelectMany(KvApplier.PastReads).Where(p => !p.Range.IsEmpty).Distinct().ToList();
 
-        await using var batch = new NpgsqlBatch(conn, tx);
+        await using var batch = new NpgsqlBatch(conn, tx) { BatchCommands = { StateQuery(forUpdate: true) } };
         const string columns = "key, create_revision, mod_revision, version, value";
         if (singleKeys.Count > 0)
         {
@@ -454,12 +486,13 @@ public sealed class PostgresKvStore : IAsyncDisposable
             cmd.Parameters.Add(new() { Value = ids, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
             batch.BatchCommands.Add(cmd);
         }
-        if (batch.BatchCommands.Count == 0) return known;
 
         await using var r = await batch.ExecuteReaderAsync(ct).ConfigureAwait(false);
-        for (var i = 0; i < batch.BatchCommands.Count; i++)
+        var state = await ReadStateAsync(r, ct).ConfigureAwait(false);
+        var working = new MemoryKvState(state.Revision, state.CompactRevision, state.HistoryFrom);
+        for (var i = 1; i < batch.BatchCommands.Count; i++)
         {
-            if (i > 0) await r.NextResultAsync(ct).ConfigureAwait(false);
+            await r.NextResultAsync(ct).ConfigureAwait(false);
             while (await r.ReadAsync(ct).ConfigureAwait(false))
             {
                 if (i < keyQueries) working.Load(ReadKeyValue(r));
@@ -467,7 +500,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
                 else known[ByteString.CopyFrom(r.GetFieldValue<byte[]>(0))] = (r.GetInt64(1), KvResult.Parser.ParseFrom(r.GetFieldValue<byte[]>(2)));
             }
         }
-        return known;
+        return new ApplyStart(state, working, known);
     }
 
     /// <summary>Each key's newest version (a deletion included) at or before <paramref name="revision"/> in <paramref name="range"/>.</summary>
