@@ -748,19 +748,15 @@ public sealed class PostgresKvStore : IAsyncDisposable
         return (r.GetInt64(0), r.GetInt64(1));
     }
 
-    private async Task LoadRangeAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, KeyRange range, MemoryKvState into, CancellationToken ct)
+    /// <summary>The current rows of <paramref name="range"/> (not empty), in key order.</summary>
+    private NpgsqlBatchCommand CurrentRows(KeyRange range)
     {
-        if (range.IsEmpty) return;
         var where = range.IsSingleKey ? "key = $2" : range.IsUnbounded ? "key >= $2" : "key >= $2 AND key < $3";
-        await using var cmd = new NpgsqlCommand(
-            $"SELECT key, create_revision, mod_revision, version, value FROM {_q}.kv_keys WHERE group_id = $1 AND {where} ORDER BY key",
-            conn, tx);
+        var cmd = new NpgsqlBatchCommand($"SELECT key, create_revision, mod_revision, version, value FROM {_q}.kv_keys WHERE group_id = $1 AND {where} ORDER BY key");
         cmd.Parameters.Add(new() { Value = GroupId });
         cmd.Parameters.Add(new() { Value = range.Start, NpgsqlDbType = NpgsqlDbType.Bytea });
         if (!range.IsSingleKey && !range.IsUnbounded) cmd.Parameters.Add(new() { Value = range.End!, NpgsqlDbType = NpgsqlDbType.Bytea });
-        await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
-        while (await r.ReadAsync(ct).ConfigureAwait(false))
-            into.Load(ReadKeyValue(r));
+        return cmd;
     }
 
     private static KeyValue ReadKeyValue(NpgsqlDataReader r) => new()
@@ -808,26 +804,61 @@ public sealed class PostgresKvStore : IAsyncDisposable
     public async Task<RangeResponse> RangeAsync(RangeRequest request, ulong minAppliedIndex, CancellationToken cancellationToken = default)
     {
         KvApplier.ValidateRange(request);
-        await using var conn = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var tx = await conn.BeginTransactionAsync(IsolationLevel.RepeatableRead, cancellationToken).ConfigureAwait(false);
-        var state = await ReadStateAsync(conn, tx, forUpdate: false, cancellationToken).ConfigureAwait(false);
-        if (state.AppliedIndex < minAppliedIndex) throw new KvApplyGapException(GroupId, state.AppliedIndex, minAppliedIndex);
-        var working = new MemoryKvState(state.Revision, state.CompactRevision, state.HistoryFrom);
         var range = KeyRange.FromEtcd(request.Key, request.RangeEnd);
-        var past = request.Revision > 0 && request.Revision < state.Revision && request.Revision >= state.CompactRevision && request.Revision >= state.HistoryFrom;
-        if (past && !range.IsEmpty)
+        await using var conn = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        // Most reads are at the current revision: the state and the current rows come together. Only
+        // the state says whether a revision is in the past (then the rows come from the history), so
+        // such a read takes a second round trip. The state is read again in each, from the same
+        // snapshot as its rows; one more is needed only if it changed its answer in between.
+        var fromHistory = false;
+        while (true)
         {
-            // The versions as of that revision, from the history; the applier checks the revision against the state.
-            await using var batch = new NpgsqlBatch(conn, tx) { BatchCommands = { VersionsAt(range, request.Revision) } };
-            await using var r = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            while (await r.ReadAsync(cancellationToken).ConfigureAwait(false)) working.LoadVersion(ReadKeyValue(r));
+            var (state, working) = await ReadForRangeAsync(conn, range, fromHistory ? request.Revision : null, cancellationToken)
+                .ConfigureAwait(false);
+            if (state.AppliedIndex < minAppliedIndex) throw new KvApplyGapException(GroupId, state.AppliedIndex, minAppliedIndex);
+            var past = request.Revision > 0 && request.Revision < state.Revision && request.Revision >= state.CompactRevision
+                && request.Revision >= state.HistoryFrom;
+            // The applier checks the revision against the state (a compacted one is refused, whatever was loaded).
+            if (past == fromHistory || range.IsEmpty) return KvApplier.Range(working, request);
+            fromHistory = past;
         }
-        else if (!past)
+    }
+
+    /// <summary>
+    /// One round trip, one snapshot of the database: the state, and the rows of <paramref name="range"/>,
+    /// current ones or (with <paramref name="historyAt"/>) each key's version as of that revision.
+    /// </summary>
+    /// <remarks>
+    /// The transaction's statements go in the batch itself: Npgsql sends a batch's statements
+    /// together and reads their results after, and REPEATABLE READ takes the snapshot at the first
+    /// statement after BEGIN, so the state and the rows are as one applied state left them. Should a
+    /// statement fail, the server skips the rest and Npgsql rolls the transaction back before the
+    /// connection is used again.
+    /// </remarks>
+    private async Task<(KvStoreState State, MemoryKvState Working)> ReadForRangeAsync(NpgsqlConnection conn, KeyRange range, long? historyAt,
+        CancellationToken ct)
+    {
+        await using var batch = new NpgsqlBatch(conn)
         {
-            await LoadRangeAsync(conn, tx, range, working, cancellationToken).ConfigureAwait(false);
+            BatchCommands = { new NpgsqlBatchCommand("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"), StateQuery(forUpdate: false) },
+        };
+        if (!range.IsEmpty) batch.BatchCommands.Add(historyAt is { } revision ? VersionsAt(range, revision) : CurrentRows(range));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
+        await using var r = await batch.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        // BEGIN returns no result set: the reader starts on the state's.
+        var state = await ReadStateAsync(r, ct).ConfigureAwait(false);
+        var working = new MemoryKvState(state.Revision, state.CompactRevision, state.HistoryFrom);
+        if (!range.IsEmpty)
+        {
+            if (!await r.NextResultAsync(ct).ConfigureAwait(false))
+                throw new KvStoreException($"key-value group {GroupId}: the range read returned the state but no rows result");
+            while (await r.ReadAsync(ct).ConfigureAwait(false))
+            {
+                if (historyAt is null) working.Load(ReadKeyValue(r));
+                else working.LoadVersion(ReadKeyValue(r));
+            }
         }
-        await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
-        return KvApplier.Range(working, request);
+        return (state, working);
     }
 
     // ---- snapshots -------------------------------------------------------------------------
