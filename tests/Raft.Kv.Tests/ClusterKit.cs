@@ -74,6 +74,11 @@ internal sealed class EtcdClient(string url) : IDisposable
     public Task<PutResponse> PutAsync(string key, string value) =>
         _client.UnaryAsync(Put, new PutRequest { Key = ByteString.CopyFromUtf8(key), Value = ByteString.CopyFromUtf8(value) }, Call);
 
+    /// <summary>A put carrying the client's request id, as a client that may retry it sends it.</summary>
+    public Task<PutResponse> PutAsync(string key, string value, string requestId) =>
+        _client.UnaryAsync(Put, new PutRequest { Key = ByteString.CopyFromUtf8(key), Value = ByteString.CopyFromUtf8(value) },
+            Call with { Headers = new Dictionary<string, string> { [KvServer.RequestIdHeader] = requestId } });
+
     public async Task<string?> GetAsync(string key, bool serializable = false)
     {
         var r = await _client.UnaryAsync(Range, new RangeRequest { Key = ByteString.CopyFromUtf8(key), Serializable = serializable }, Call);

@@ -97,6 +97,42 @@ public class PostgresKvStoreTests
     }
 
     [Fact]
+    public async Task An_applier_waiting_for_the_row_lock_reads_what_the_previous_one_committed()
+    {
+        var (store, cs, _) = await OpenAsync();
+        await using var _1 = store;
+        await store.ApplyAsync([E(1, Command(Put("a", "0")))]);
+        var first = new[] { E(2, Command(Put("a", "1"))) };
+        var holding = new TaskCompletionSource();
+        var release = new TaskCompletionSource();
+        var firstApply = store.ApplyAsync(first, async _ => { holding.SetResult(); await release.Task; }, CancellationToken.None);
+        await holding.Task;
+
+        // The second applier (the same entries and one more, as a replay from the raft log offers
+        // them) blocks on the group's row until the first commits.
+        var secondApply = store.ApplyAsync([.. first, E(3, Command(Put("a", "2", prevKv: true)))]);
+        await using (var conn = new Npgsql.NpgsqlConnection(cs))
+        {
+            await conn.OpenAsync();
+            await using var waiting = new Npgsql.NpgsqlCommand(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%kv_groups%FOR UPDATE%'", conn);
+            var deadline = DateTime.UtcNow.AddSeconds(20);
+            while ((long)(await waiting.ExecuteScalarAsync())! == 0)
+            {
+                Assert.True(DateTime.UtcNow < deadline, "the second applier never waited for the row lock");
+                await Task.Delay(20);
+            }
+        }
+        release.SetResult();
+        Assert.Equal([2UL], (await firstApply).Select(a => a.Index));
+        var second = await secondApply;
+        Assert.Equal([3UL], second.Select(a => a.Index));
+        var prev = second[0].Result!.Put.PrevKv;
+        Assert.Equal(("1", 2L, 3L), (S(prev.Value), prev.Version, prev.ModRevision));
+        Assert.Equal(3, (await store.RangeAsync(Get("a"))).Kvs.Single().Version);
+    }
+
+    [Fact]
     public async Task Applies_commit_asynchronously_unless_told_otherwise()
     {
         var (store, _, _) = await OpenAsync();
@@ -146,6 +182,32 @@ public class PostgresKvStoreTests
         Assert.Equal("etcdserver: key not found", applied[0].Result!.Error.Message);
         Assert.True(applied[2].Duplicate);
         Assert.Equal(applied[0].Result, applied[2].Result);
+    }
+
+    [Fact]
+    public async Task Only_client_request_ids_are_remembered_not_a_servers_waiter_ids()
+    {
+        var (store, cs, options) = await OpenAsync();
+        await using var _1 = store;
+        var waited = new KvCommand { Put = Put("a", "1"), WaiterId = B("waiter-1"), ProposedAtUnixMs = 1 };
+        var applied = await store.ApplyAsync([E(1, waited), E(2, Command(Put("a", "2"), id: "client-1", at: 2))]);
+        Assert.Equal(waited, applied[0].Command);
+        Assert.Equal(2, applied[0].Result!.Put.Header.Revision);
+
+        await using var conn = new Npgsql.NpgsqlConnection(cs);
+        await conn.OpenAsync();
+        await using var rows = new Npgsql.NpgsqlCommand($"SELECT encode(request_id, 'escape') FROM \"{options.Schema}\".kv_applied_requests ORDER BY 1", conn);
+        var remembered = new List<string>();
+        await using (var r = await rows.ExecuteReaderAsync())
+            while (await r.ReadAsync()) remembered.Add(r.GetString(0));
+        Assert.Equal(["client-1"], remembered);
+        Assert.Null(await store.FindAppliedRequestAsync(B("waiter-1"), 1));
+        Assert.Equal(applied[1].Result, await store.FindAppliedRequestAsync(B("client-1"), 2));
+
+        // The same waiter id again is a new write, never a duplicate.
+        var again = await store.ApplyAsync([E(3, waited)]);
+        Assert.False(again[0].Duplicate);
+        Assert.Equal(3, (await store.RangeAsync(Get("a"))).Kvs.Single().Version);
     }
 
     [Fact]

@@ -531,7 +531,7 @@ public sealed class KvServer : IAsyncDisposable
         if (membershipChanged) await OnMembershipChangedAsync(ct);
         foreach (var r in results)
         {
-            if (r.Command is { RequestId.IsEmpty: false } c && r.Result is { } result && _writes.TryRemove(c.RequestId, out var waiter))
+            if (r.Command is { } c && WaiterKey(c) is { IsEmpty: false } key && r.Result is { } result && _writes.TryRemove(key, out var waiter))
                 waiter.TrySetResult(result);
         }
         SetApplied(entries[^1].Index);
@@ -619,11 +619,14 @@ public sealed class KvServer : IAsyncDisposable
         // etcd's limit on a proposal (--max-request-bytes), checked before anything is proposed.
         if (command.CalculateSize() > _options.MaxRequestBytes) throw EtcdErrors.RequestTooLarge();
         var nowMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-        if (command.RequestId.IsEmpty) command.RequestId = ByteString.CopyFrom(Guid.NewGuid().ToByteArray());
+        // Without the client's id the entry carries a waiter id: enough to find this caller when the
+        // entry is applied, and the store does not remember it (nobody could retry with it).
+        if (command.RequestId.IsEmpty) command.WaiterId = ByteString.CopyFrom(Guid.NewGuid().ToByteArray());
         else if (await _store.FindAppliedRequestAsync(command.RequestId, nowMs, ct) is { } known) return known;
         command.ProposedAtUnixMs = nowMs;
 
-        var waiter = _writes.GetOrAdd(command.RequestId, _ => new TaskCompletionSource<KvResult>(TaskCreationOptions.RunContinuationsAsynchronously));
+        var key = WaiterKey(command);
+        var waiter = _writes.GetOrAdd(key, _ => new TaskCompletionSource<KvResult>(TaskCreationOptions.RunContinuationsAsynchronously));
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(_options.RequestTimeout);
         try
@@ -642,9 +645,15 @@ public sealed class KvServer : IAsyncDisposable
         }
         finally
         {
-            _writes.TryRemove(new KeyValuePair<ByteString, TaskCompletionSource<KvResult>>(command.RequestId, waiter));
+            _writes.TryRemove(new KeyValuePair<ByteString, TaskCompletionSource<KvResult>>(key, waiter));
         }
     }
+
+    /// <summary>
+    /// What a write's caller waits under: the client's request id when it gave one (entries from
+    /// older raftv versions carry a server-made one there too), else the proposer's waiter id.
+    /// </summary>
+    private static ByteString WaiterKey(KvCommand command) => command.RequestId.IsEmpty ? command.WaiterId : command.RequestId;
 
     /// <summary>During an election requests wait (up to their timeout) rather than fail: a leader usually comes within an election timeout.</summary>
     private async Task WaitForLeaderAsync(CancellationToken ct)

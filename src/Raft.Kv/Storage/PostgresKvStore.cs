@@ -42,7 +42,8 @@ public sealed class KvApplyGapException(long groupId, ulong appliedIndex, ulong 
 /// the same transaction that advances the group's applied index, so after a crash at any instant
 /// each entry has been applied exactly once or not at all, and applying again skips what is done.
 /// Retried writes carrying the same request id are answered from the applied-request table
-/// instead of being applied again.
+/// instead of being applied again; writes without one (<see cref="KvCommand.WaiterId"/> only) are
+/// not remembered.
 /// </summary>
 public sealed class PostgresKvStore : IAsyncDisposable
 {
@@ -207,11 +208,23 @@ public sealed class PostgresKvStore : IAsyncDisposable
 
     private async Task<KvStoreState> ReadStateAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, bool forUpdate, CancellationToken ct)
     {
-        await using var cmd = new NpgsqlCommand(
-            $"SELECT revision, compact_revision, applied_index, applied_term, history_from FROM {_q}.kv_groups WHERE group_id = $1{(forUpdate ? " FOR UPDATE" : "")}",
-            conn, tx);
+        await using var batch = new NpgsqlBatch(conn, tx) { BatchCommands = { StateQuery(forUpdate) } };
+        await using var r = await batch.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        return await ReadStateAsync(r, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The group's row (<see cref="ReadStateAsync(NpgsqlDataReader, CancellationToken)"/> reads its result).</summary>
+    private NpgsqlBatchCommand StateQuery(bool forUpdate)
+    {
+        var cmd = new NpgsqlBatchCommand(
+            $"SELECT revision, compact_revision, applied_index, applied_term, history_from FROM {_q}.kv_groups WHERE group_id = $1{(forUpdate ? " FOR UPDATE" : "")}");
         cmd.Parameters.Add(new() { Value = GroupId });
-        await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        return cmd;
+    }
+
+    /// <summary>The state from the current result of <paramref name="r"/>, the result of a <see cref="StateQuery"/>.</summary>
+    private async Task<KvStoreState> ReadStateAsync(NpgsqlDataReader r, CancellationToken ct)
+    {
         if (!await r.ReadAsync(ct).ConfigureAwait(false))
             throw new KvStoreException($"key-value group {GroupId} has no row in {_options.Schema}.kv_groups");
         return new KvStoreState(r.GetInt64(0), r.GetInt64(1), (ulong)r.GetInt64(2), (ulong)r.GetInt64(3), r.GetInt64(4));
@@ -242,38 +255,42 @@ public sealed class PostgresKvStore : IAsyncDisposable
         if (entries.Count == 0) return [];
         await using var conn = await _applySource.OpenConnectionAsync(ct).ConfigureAwait(false);
         await using var tx = await conn.BeginTransactionAsync(IsolationLevel.ReadCommitted, ct).ConfigureAwait(false);
-        // The row lock makes appliers of one group take turns, even from two processes.
-        var state = await ReadStateAsync(conn, tx, forUpdate: true, ct).ConfigureAwait(false);
+
+        // Decode first, so the group's row, the keys and the request ids of the whole batch are read
+        // in one round trip, the commands applied in memory in log order, and the result written in
+        // one more: the number of statements no longer grows with the number of entries. Which
+        // entries are new is known only after that read, so every entry offered is decoded (those
+        // at or below the applied index, a replay, only cost a parse and a few extra rows).
+        var decoded = entries.Select(Decode).ToList();
+        var (state, working, known) = await LockAndPrefetchAsync(conn, tx,
+            decoded.Where(d => d.Command is not null).Select(d => d.Command!).ToList(), ct).ConfigureAwait(false);
         var applied = new List<AppliedEntry>(entries.Count);
         var appliedIndex = state.AppliedIndex;
         var appliedTerm = state.AppliedTerm;
         long newestProposal = 0;
 
-        // Decode first, so the keys and request ids of the whole batch are read in one round trip,
-        // the commands applied in memory in log order, and the result written in one more: the
-        // number of statements no longer grows with the number of entries.
-        var fresh = new List<(Entry Entry, KvCommand? Command, AppliedEntry? Done)>(entries.Count);
-        foreach (var entry in entries)
+        var fresh = new List<DecodedEntry>(entries.Count);
+        foreach (var d in decoded)
         {
+            var entry = d.Entry;
             if (entry.Index <= appliedIndex) continue;
             if (entry.Index != appliedIndex + 1)
             {
                 if (fresh.Count == 0) throw new KvApplyGapException(GroupId, appliedIndex, entry.Index);
                 throw new KvStoreException($"key-value group {GroupId}: entry {entry.Index} does not follow entry {appliedIndex} in one batch");
             }
-            fresh.Add(Decode(entry));
+            if (d.Malformed is not null)
+                _logger.LogError("entry {Index} of group {GroupId} is not a key-value command: {Error}", entry.Index, GroupId, d.Malformed);
+            fresh.Add(d);
             appliedIndex = entry.Index;
             appliedTerm = entry.Term;
         }
         if (fresh.Count == 0) return applied;
 
-        var working = new MemoryKvState(state.Revision, state.CompactRevision, state.HistoryFrom);
-        var known = await PrefetchAsync(conn, tx, fresh.Where(f => f.Command is not null).Select(f => f.Command!).ToList(), working, ct)
-            .ConfigureAwait(false);
         var writes = new KvChanges(state.Revision, state.CompactRevision);
         var history = new List<KeyValue>();
         var requests = new Dictionary<ByteString, (long ProposedAt, ulong Index, KvResult Result)>();
-        foreach (var (entry, command, done) in fresh)
+        foreach (var (entry, command, done, _) in fresh)
         {
             if (done is not null)
             {
@@ -315,10 +332,13 @@ public sealed class PostgresKvStore : IAsyncDisposable
         advance.Parameters.Add(new() { Value = (long)appliedIndex });
         advance.Parameters.Add(new() { Value = (long)appliedTerm });
         then.Add(advance);
-        if (newestProposal > 0)
+        if (requests.Count > 0)
         {
             // Forget request ids older than the retention, on the log's clock. Lookups apply the same
-            // window, so when this runs does not change any decision.
+            // window to each command, so when this runs does not change any decision: it only frees
+            // space, and the table grows only in batches that record a request, so a batch that
+            // records none (writes whose clients gave no id: their entries carry only the proposer's
+            // waiter id) skips it.
             var purge = new NpgsqlBatchCommand($"DELETE FROM {_q}.kv_applied_requests WHERE group_id = $1 AND proposed_at_unix_ms < $2");
             purge.Parameters.Add(new() { Value = GroupId });
             purge.Parameters.Add(new() { Value = newestProposal - (long)_options.RequestIdRetention.TotalMilliseconds });
@@ -381,31 +401,47 @@ public sealed class PostgresKvStore : IAsyncDisposable
         }
     }
 
-    /// <summary>The command of a normal entry, or the finished outcome of an entry that carries none (or a malformed one).</summary>
-    private (Entry Entry, KvCommand? Command, AppliedEntry? Done) Decode(Entry entry)
+    /// <summary>
+    /// A log entry read: its command, or the finished outcome of an entry that carries none (or a
+    /// malformed one, with the parser's complaint, logged when the entry is applied).
+    /// </summary>
+    private sealed record DecodedEntry(Entry Entry, KvCommand? Command, AppliedEntry? Done, string? Malformed);
+
+    /// <summary>The state row, locked, and what <see cref="LockAndPrefetchAsync"/> loaded for the batch's commands.</summary>
+    private sealed record ApplyStart(KvStoreState State, MemoryKvState Working, Dictionary<ByteString, (long ProposedAt, KvResult Result)> Known);
+
+    private static DecodedEntry Decode(Entry entry)
     {
         if (!entry.Type.IsEntryNormal || entry.Data.Length == 0)
-            return (entry, null, new AppliedEntry(entry.Index, entry.Term, null, null, false));
+            return new(entry, null, new AppliedEntry(entry.Index, entry.Term, null, null, false), null);
         try
         {
-            return (entry, KvCommand.Parser.ParseFrom(entry.Data), null);
+            return new(entry, KvCommand.Parser.ParseFrom(entry.Data), null, null);
         }
         catch (InvalidProtocolBufferException e)
         {
             // Every replica reads the same bytes, so every replica answers the same error.
-            _logger.LogError("entry {Index} of group {GroupId} is not a key-value command: {Error}", entry.Index, GroupId, e.Message);
-            return (entry, null, new AppliedEntry(entry.Index, entry.Term, null,
+            return new(entry, null, new AppliedEntry(entry.Index, entry.Term, null,
                 new KvResult { Error = new KvError { Code = (int)Transport.Grpc.Wire.StatusCode.Internal, Message = "raftv: malformed key-value command in the log" } },
-                false));
+                false), e.Message);
         }
     }
 
     /// <summary>
-    /// One round trip: loads every key the commands may read into <paramref name="working"/>, and
-    /// returns the remembered results of their request ids (the retention window is checked per command).
+    /// One round trip: locks the group's row and reads the state, loads every key the commands may
+    /// read into a working state, and returns the remembered results of their request ids (the
+    /// retention window is checked per command).
     /// </summary>
-    private async Task<Dictionary<ByteString, (long ProposedAt, KvResult Result)>> PrefetchAsync(NpgsqlConnection conn, NpgsqlTransaction tx,
-        IReadOnlyList<KvCommand> commands, MemoryKvState working, CancellationToken ct)
+    /// <remarks>
+    /// The row lock makes appliers of one group take turns, even from two processes, and it is the
+    /// batch's first statement, so the reads after it see everything the previous holder committed:
+    /// under READ COMMITTED each statement takes a new snapshot when it starts, and PostgreSQL runs
+    /// a batch's statements one after the other, so the reads' snapshots are taken after the lock is
+    /// granted. The previous holder's commit is visible to them: PostgreSQL shows a transaction as
+    /// committed to new snapshots before it releases its locks.
+    /// </remarks>
+    private async Task<ApplyStart> LockAndPrefetchAsync(NpgsqlConnection conn, NpgsqlTransaction tx,
+        IReadOnlyList<KvCommand> commands, CancellationToken ct)
     {
         var known = new Dictionary<ByteString, (long, KvResult)>();
         var singleKeys = new HashSet<byte[]>(KeyComparer.Instance);
@@ -417,10 +453,11 @@ public sealed class PostgresKvStore : IAsyncDisposable
                 if (range.IsSingleKey) singleKeys.Add(range.Start);
                 else ranges.Add(range);
             }
+        // Only a client's request ids are remembered (a waiter id never is), so only those are looked up.
         var ids = commands.Where(c => !c.RequestId.IsEmpty).Select(c => c.RequestId.ToByteArray()).ToArray();
         var pastReads = commands.SelectMany(KvApplier.PastReads).Where(p => !p.Range.IsEmpty).Distinct().ToList();
 
-        await using var batch = new NpgsqlBatch(conn, tx);
+        await using var batch = new NpgsqlBatch(conn, tx) { BatchCommands = { StateQuery(forUpdate: true) } };
         const string columns = "key, create_revision, mod_revision, version, value";
         if (singleKeys.Count > 0)
         {
@@ -449,12 +486,13 @@ public sealed class PostgresKvStore : IAsyncDisposable
             cmd.Parameters.Add(new() { Value = ids, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
             batch.BatchCommands.Add(cmd);
         }
-        if (batch.BatchCommands.Count == 0) return known;
 
         await using var r = await batch.ExecuteReaderAsync(ct).ConfigureAwait(false);
-        for (var i = 0; i < batch.BatchCommands.Count; i++)
+        var state = await ReadStateAsync(r, ct).ConfigureAwait(false);
+        var working = new MemoryKvState(state.Revision, state.CompactRevision, state.HistoryFrom);
+        for (var i = 1; i < batch.BatchCommands.Count; i++)
         {
-            if (i > 0) await r.NextResultAsync(ct).ConfigureAwait(false);
+            await r.NextResultAsync(ct).ConfigureAwait(false);
             while (await r.ReadAsync(ct).ConfigureAwait(false))
             {
                 if (i < keyQueries) working.Load(ReadKeyValue(r));
@@ -462,7 +500,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
                 else known[ByteString.CopyFrom(r.GetFieldValue<byte[]>(0))] = (r.GetInt64(1), KvResult.Parser.ParseFrom(r.GetFieldValue<byte[]>(2)));
             }
         }
-        return known;
+        return new ApplyStart(state, working, known);
     }
 
     /// <summary>Each key's newest version (a deletion included) at or before <paramref name="revision"/> in <paramref name="range"/>.</summary>
@@ -710,19 +748,15 @@ public sealed class PostgresKvStore : IAsyncDisposable
         return (r.GetInt64(0), r.GetInt64(1));
     }
 
-    private async Task LoadRangeAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, KeyRange range, MemoryKvState into, CancellationToken ct)
+    /// <summary>The current rows of <paramref name="range"/> (not empty), in key order.</summary>
+    private NpgsqlBatchCommand CurrentRows(KeyRange range)
     {
-        if (range.IsEmpty) return;
         var where = range.IsSingleKey ? "key = $2" : range.IsUnbounded ? "key >= $2" : "key >= $2 AND key < $3";
-        await using var cmd = new NpgsqlCommand(
-            $"SELECT key, create_revision, mod_revision, version, value FROM {_q}.kv_keys WHERE group_id = $1 AND {where} ORDER BY key",
-            conn, tx);
+        var cmd = new NpgsqlBatchCommand($"SELECT key, create_revision, mod_revision, version, value FROM {_q}.kv_keys WHERE group_id = $1 AND {where} ORDER BY key");
         cmd.Parameters.Add(new() { Value = GroupId });
         cmd.Parameters.Add(new() { Value = range.Start, NpgsqlDbType = NpgsqlDbType.Bytea });
         if (!range.IsSingleKey && !range.IsUnbounded) cmd.Parameters.Add(new() { Value = range.End!, NpgsqlDbType = NpgsqlDbType.Bytea });
-        await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
-        while (await r.ReadAsync(ct).ConfigureAwait(false))
-            into.Load(ReadKeyValue(r));
+        return cmd;
     }
 
     private static KeyValue ReadKeyValue(NpgsqlDataReader r) => new()
@@ -770,26 +804,61 @@ public sealed class PostgresKvStore : IAsyncDisposable
     public async Task<RangeResponse> RangeAsync(RangeRequest request, ulong minAppliedIndex, CancellationToken cancellationToken = default)
     {
         KvApplier.ValidateRange(request);
-        await using var conn = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var tx = await conn.BeginTransactionAsync(IsolationLevel.RepeatableRead, cancellationToken).ConfigureAwait(false);
-        var state = await ReadStateAsync(conn, tx, forUpdate: false, cancellationToken).ConfigureAwait(false);
-        if (state.AppliedIndex < minAppliedIndex) throw new KvApplyGapException(GroupId, state.AppliedIndex, minAppliedIndex);
-        var working = new MemoryKvState(state.Revision, state.CompactRevision, state.HistoryFrom);
         var range = KeyRange.FromEtcd(request.Key, request.RangeEnd);
-        var past = request.Revision > 0 && request.Revision < state.Revision && request.Revision >= state.CompactRevision && request.Revision >= state.HistoryFrom;
-        if (past && !range.IsEmpty)
+        await using var conn = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        // Most reads are at the current revision: the state and the current rows come together. Only
+        // the state says whether a revision is in the past (then the rows come from the history), so
+        // such a read takes a second round trip. The state is read again in each, from the same
+        // snapshot as its rows; one more is needed only if it changed its answer in between.
+        var fromHistory = false;
+        while (true)
         {
-            // The versions as of that revision, from the history; the applier checks the revision against the state.
-            await using var batch = new NpgsqlBatch(conn, tx) { BatchCommands = { VersionsAt(range, request.Revision) } };
-            await using var r = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            while (await r.ReadAsync(cancellationToken).ConfigureAwait(false)) working.LoadVersion(ReadKeyValue(r));
+            var (state, working) = await ReadForRangeAsync(conn, range, fromHistory ? request.Revision : null, cancellationToken)
+                .ConfigureAwait(false);
+            if (state.AppliedIndex < minAppliedIndex) throw new KvApplyGapException(GroupId, state.AppliedIndex, minAppliedIndex);
+            var past = request.Revision > 0 && request.Revision < state.Revision && request.Revision >= state.CompactRevision
+                && request.Revision >= state.HistoryFrom;
+            // The applier checks the revision against the state (a compacted one is refused, whatever was loaded).
+            if (past == fromHistory || range.IsEmpty) return KvApplier.Range(working, request);
+            fromHistory = past;
         }
-        else if (!past)
+    }
+
+    /// <summary>
+    /// One round trip, one snapshot of the database: the state, and the rows of <paramref name="range"/>,
+    /// current ones or (with <paramref name="historyAt"/>) each key's version as of that revision.
+    /// </summary>
+    /// <remarks>
+    /// The transaction's statements go in the batch itself: Npgsql sends a batch's statements
+    /// together and reads their results after, and REPEATABLE READ takes the snapshot at the first
+    /// statement after BEGIN, so the state and the rows are as one applied state left them. Should a
+    /// statement fail, the server skips the rest and Npgsql rolls the transaction back before the
+    /// connection is used again.
+    /// </remarks>
+    private async Task<(KvStoreState State, MemoryKvState Working)> ReadForRangeAsync(NpgsqlConnection conn, KeyRange range, long? historyAt,
+        CancellationToken ct)
+    {
+        await using var batch = new NpgsqlBatch(conn)
         {
-            await LoadRangeAsync(conn, tx, range, working, cancellationToken).ConfigureAwait(false);
+            BatchCommands = { new NpgsqlBatchCommand("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"), StateQuery(forUpdate: false) },
+        };
+        if (!range.IsEmpty) batch.BatchCommands.Add(historyAt is { } revision ? VersionsAt(range, revision) : CurrentRows(range));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
+        await using var r = await batch.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        // BEGIN returns no result set: the reader starts on the state's.
+        var state = await ReadStateAsync(r, ct).ConfigureAwait(false);
+        var working = new MemoryKvState(state.Revision, state.CompactRevision, state.HistoryFrom);
+        if (!range.IsEmpty)
+        {
+            if (!await r.NextResultAsync(ct).ConfigureAwait(false))
+                throw new KvStoreException($"key-value group {GroupId}: the range read returned the state but no rows result");
+            while (await r.ReadAsync(ct).ConfigureAwait(false))
+            {
+                if (historyAt is null) working.Load(ReadKeyValue(r));
+                else working.LoadVersion(ReadKeyValue(r));
+            }
         }
-        await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
-        return KvApplier.Range(working, request);
+        return (state, working);
     }
 
     // ---- snapshots -------------------------------------------------------------------------
