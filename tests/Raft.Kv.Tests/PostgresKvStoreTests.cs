@@ -97,6 +97,29 @@ public class PostgresKvStoreTests
     }
 
     [Fact]
+    public async Task An_apply_that_fails_before_its_commit_leaves_nothing_and_the_pooled_connection_starts_clean()
+    {
+        // The apply's transaction is begun and committed inside its batches: a failure before the
+        // commit must leave nothing, and the one pooled connection, reused by every later call, must
+        // come back with no transaction open (or the next apply would see the failed one's writes).
+        var schema = TestDatabase.NewSchema();
+        var cs = new Npgsql.NpgsqlConnectionStringBuilder(await TestDatabase.ConnectionStringAsync()) { MaxPoolSize = 1 }.ConnectionString;
+        await using var store = await PostgresKvStore.OpenAsync(cs, 1, new PostgresKvStoreOptions { Schema = schema });
+        await store.ApplyAsync([E(1, Command(Put("a", "0")))]);
+        await Assert.ThrowsAsync<SimulatedCrash>(() =>
+            store.ApplyAsync([E(2, Command(Put("a", "1")))], _ => throw new SimulatedCrash(), CancellationToken.None));
+        Assert.Equal(1UL, (await store.ReadStateAsync()).AppliedIndex);
+        Assert.Equal("0", (await store.RangeAsync(Get("a"))).Kvs.Single().Value.ToStringUtf8());
+
+        // A replay that offers only what is applied commits nothing and leaves nothing open either.
+        Assert.Empty(await store.ApplyAsync([E(1, Command(Put("a", "0")))]));
+        var again = await store.ApplyAsync([E(2, Command(Put("a", "1", prevKv: true)))]);
+        Assert.Equal([2UL], again.Select(a => a.Index));
+        Assert.Equal("0", again[0].Result!.Put.PrevKv.Value.ToStringUtf8());
+        Assert.Equal(2UL, (await store.ReadStateAsync()).AppliedIndex);
+    }
+
+    [Fact]
     public async Task An_applier_waiting_for_the_row_lock_reads_what_the_previous_one_committed()
     {
         var (store, cs, _) = await OpenAsync();

@@ -261,7 +261,40 @@ public sealed class PostgresKvStore : IAsyncDisposable
     {
         if (entries.Count == 0) return [];
         await using var conn = await _applySource.OpenConnectionAsync(ct).ConfigureAwait(false);
-        await using var tx = await conn.BeginTransactionAsync(IsolationLevel.ReadCommitted, ct).ConfigureAwait(false);
+        // The transaction is begun by the first batch and committed by the last, with no round trip
+        // of their own (an NpgsqlTransaction would send BEGIN with the first command, but COMMIT
+        // alone): an apply is two round trips. Whatever ends it early rolls it back.
+        var open = true;
+        try
+        {
+            var (applied, committed) = await ApplyInTransactionAsync(conn, entries, beforeCommit, ct).ConfigureAwait(false);
+            open = !committed;
+            return applied;
+        }
+        finally
+        {
+            if (open) await RollBackQuietlyAsync(conn).ConfigureAwait(false);
+        }
+    }
+
+    private static async Task RollBackQuietlyAsync(NpgsqlConnection conn)
+    {
+        try
+        {
+            await using var rollback = new NpgsqlCommand("ROLLBACK", conn);
+            await rollback.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
+        {
+            // A broken connection is not returned to the pool, and its transaction died with it.
+        }
+    }
+
+    /// <summary>Applies on a connection whose transaction it begins; it commits unless nothing was new (or it throws).</summary>
+    private async Task<(IReadOnlyList<AppliedEntry> Applied, bool Committed)> ApplyInTransactionAsync(NpgsqlConnection conn, IReadOnlyList<Entry> entries,
+        Func<CancellationToken, Task>? beforeCommit, CancellationToken ct)
+    {
+        const NpgsqlTransaction? tx = null;
 
         // Decode first, so the group's row, the keys and the request ids of the whole batch are read
         // in one round trip, the commands applied in memory in log order, and the result written in
@@ -292,7 +325,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             appliedIndex = entry.Index;
             appliedTerm = entry.Term;
         }
-        if (fresh.Count == 0) return applied;
+        if (fresh.Count == 0) return (applied, false);
 
         var writes = new KvChanges(state.Revision, state.CompactRevision);
         var history = new List<KeyValue>();
@@ -351,11 +384,16 @@ public sealed class PostgresKvStore : IAsyncDisposable
             purge.Parameters.Add(new() { Value = newestProposal - (long)_options.RequestIdRetention.TotalMilliseconds });
             then.Add(purge);
         }
+        if (beforeCommit is null) then.Add(new NpgsqlBatchCommand("COMMIT"));
         await WriteBatchAsync(conn, tx, writes, history, requests, then, ct).ConfigureAwait(false);
-        if (beforeCommit is not null) await beforeCommit(ct).ConfigureAwait(false);
-        await tx.CommitAsync(ct).ConfigureAwait(false);
+        if (beforeCommit is not null)
+        {
+            await beforeCommit(ct).ConfigureAwait(false);
+            await using var commit = new NpgsqlCommand("COMMIT", conn);
+            await commit.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
         if (working.CompactRevision > state.CompactRevision) SchedulePurge(working.CompactRevision);
-        return applied;
+        return (applied, true);
     }
 
     private readonly object _purgeGate = new();
@@ -447,7 +485,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
     /// granted. The previous holder's commit is visible to them: PostgreSQL shows a transaction as
     /// committed to new snapshots before it releases its locks.
     /// </remarks>
-    private async Task<ApplyStart> LockAndPrefetchAsync(NpgsqlConnection conn, NpgsqlTransaction tx,
+    private async Task<ApplyStart> LockAndPrefetchAsync(NpgsqlConnection conn, NpgsqlTransaction? tx,
         IReadOnlyList<KvCommand> commands, CancellationToken ct)
     {
         var known = new Dictionary<ByteString, (long, KvResult)>();
@@ -464,7 +502,8 @@ public sealed class PostgresKvStore : IAsyncDisposable
         var ids = commands.Where(c => !c.RequestId.IsEmpty).Select(c => c.RequestId.ToByteArray()).ToArray();
         var pastReads = commands.SelectMany(KvApplier.PastReads).Where(p => !p.Range.IsEmpty).Distinct().ToList();
 
-        await using var batch = new NpgsqlBatch(conn, tx) { BatchCommands = { StateQuery(forUpdate: true) } };
+        // BEGIN returns no result set: the reader starts on the state's.
+        await using var batch = new NpgsqlBatch(conn, tx) { BatchCommands = { new NpgsqlBatchCommand("BEGIN ISOLATION LEVEL READ COMMITTED"), StateQuery(forUpdate: true) } };
         const string columns = "key, create_revision, mod_revision, version, value";
         if (singleKeys.Count > 0)
         {
@@ -497,7 +536,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
         await using var r = await batch.ExecuteReaderAsync(ct).ConfigureAwait(false);
         var state = await ReadStateAsync(r, ct).ConfigureAwait(false);
         var working = new MemoryKvState(state.Revision, state.CompactRevision, state.HistoryFrom);
-        for (var i = 1; i < batch.BatchCommands.Count; i++)
+        for (var i = 2; i < batch.BatchCommands.Count; i++)
         {
             await r.NextResultAsync(ct).ConfigureAwait(false);
             while (await r.ReadAsync(ct).ConfigureAwait(false))
@@ -528,7 +567,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
     }
 
     /// <summary>One round trip: the batch's final key writes, every version it wrote, and the results of its request ids.</summary>
-    private async Task WriteBatchAsync(NpgsqlConnection conn, NpgsqlTransaction tx, KvChanges writes, List<KeyValue> history,
+    private async Task WriteBatchAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, KvChanges writes, List<KeyValue> history,
         Dictionary<ByteString, (long ProposedAt, ulong Index, KvResult Result)> requests, IEnumerable<NpgsqlBatchCommand> then, CancellationToken ct)
     {
         await using var batch = new NpgsqlBatch(conn, tx);
@@ -605,7 +644,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
     /// (its messages are then refused as a removed member's, which tells it to stop). Every replica
     /// applies the same entry, so all agree on addresses.
     /// </summary>
-    private async Task ApplyMemberChangeAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Raft.Spec.ConfChangeI confChange, CancellationToken ct)
+    private async Task ApplyMemberChangeAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, Raft.Spec.ConfChangeI confChange, CancellationToken ct)
     {
         var (changes, context) = confChange switch
         {
