@@ -16,7 +16,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/common.sh"
 
 quick=""
-reps=3
+reps=""
 out="$ROOT/bench/results"
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -27,7 +27,8 @@ while [[ $# -gt 0 ]]; do
     *) log "compare-etcd.sh: unknown argument '$1' (try --help)"; exit 2 ;;
   esac
 done
-[[ -n "$quick" && "$reps" == 3 ]] && reps=1
+# --quick means one repetition unless --reps says otherwise.
+[[ -z "$reps" ]] && reps=$([[ -n "$quick" ]] && echo 1 || echo 3)
 [[ "$reps" =~ ^[1-9][0-9]*$ ]] || { log "--reps must be a positive integer"; exit 2; }
 
 # ---- tools ------------------------------------------------------------------------------------
