@@ -35,7 +35,6 @@ public sealed class KvServer : IAsyncDisposable
     private readonly KvServerOptions _options;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<ByteString, TaskCompletionSource<KvResult>> _writes = new();
-    private readonly ConcurrentDictionary<ByteString, TaskCompletionSource<ulong>> _reads = new();
     private readonly CancellationTokenSource _stop = new();
     private PostgresRaftStorage _raftStorage = null!;
     private PostgresKvStore _store = null!;
@@ -45,8 +44,10 @@ public sealed class KvServer : IAsyncDisposable
     private GrpcServer _peerServer = null!;
     private GrpcServer _clientServer = null!;
     private Task _loop = Task.CompletedTask;
-    // Linearizable reads waiting for the next ReadIndex request, and the signal that one is wanted.
+    // Linearizable reads waiting for the next ReadIndex request, the signal that one is wanted, and
+    // the one request out (the read-index loop sends one at a time; the raft loop answers it).
     private TaskCompletionSource<ulong> _nextReadIndex = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private ReadIndexRequest? _readIndexOut;
     private readonly Channel<bool> _readIndexWanted =
         Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
     private long _readIndexRequests;
@@ -503,16 +504,17 @@ public sealed class KvServer : IAsyncDisposable
             // in waiting (docs/performance.md).
             if (rd.CommittedEntries.Count > 0) await ApplyAsync(rd.CommittedEntries, ct);
             foreach (var rs in rd.ReadStates)
-                if (_reads.TryRemove(ByteString.CopyFrom(rs.RequestCtx), out var read)) read.TrySetResult(rs.Index);
+                if (Volatile.Read(ref _readIndexOut) is { } request && rs.RequestCtx.AsSpan().SequenceEqual(request.Context))
+                    request.Answer.TrySetResult(rs.Index);
             _node.Advance();
             await MaybeSnapshotAsync(ct);
         }
     }
 
-    /// <summary>Waits until this member applied up to <paramref name="index"/>.</summary>
-    private async Task WaitAppliedAsync(ulong index, CancellationToken ct)
+    /// <summary>Waits, apply after apply, until <paramref name="done"/> holds.</summary>
+    private async Task WaitForAppliesAsync(Func<bool> done, CancellationToken ct)
     {
-        while (Volatile.Read(ref _applied) < index)
+        while (!done())
             await Volatile.Read(ref _appliedChanged).Task.WaitAsync(ct);
     }
 
@@ -685,7 +687,7 @@ public sealed class KvServer : IAsyncDisposable
             var round = Volatile.Read(ref _nextReadIndex);
             _readIndexWanted.Writer.TryWrite(true);
             var index = await round.Task.WaitAsync(timeout.Token);
-            await WaitAppliedAsync(index, timeout.Token);
+            await WaitForAppliesAsync(() => Volatile.Read(ref _applied) >= index, timeout.Token);
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
@@ -719,9 +721,8 @@ public sealed class KvServer : IAsyncDisposable
     /// </summary>
     private async Task<ulong> ReadIndexRoundAsync(CancellationToken ct)
     {
-        var context = ByteString.CopyFrom(Guid.NewGuid().ToByteArray());
-        var answer = new TaskCompletionSource<ulong>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _reads[context] = answer;
+        var request = new ReadIndexRequest(Guid.NewGuid().ToByteArray(), new TaskCompletionSource<ulong>(TaskCreationOptions.RunContinuationsAsynchronously));
+        Volatile.Write(ref _readIndexOut, request);
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
         deadline.CancelAfter(_options.RequestTimeout);
         try
@@ -729,11 +730,11 @@ public sealed class KvServer : IAsyncDisposable
             while (true)
             {
                 await WaitForLeaderAsync(deadline.Token);
-                await _node.ReadIndexAsync(context.ToByteArray(), deadline.Token);
+                await _node.ReadIndexAsync(request.Context, deadline.Token);
                 Interlocked.Increment(ref _readIndexRequests);
                 try
                 {
-                    return await answer.Task.WaitAsync(ReadIndexRetry, deadline.Token);
+                    return await request.Answer.Task.WaitAsync(ReadIndexRetry, deadline.Token);
                 }
                 catch (TimeoutException)
                 {
@@ -747,9 +748,12 @@ public sealed class KvServer : IAsyncDisposable
         }
         finally
         {
-            _reads.TryRemove(context, out _);
+            Volatile.Write(ref _readIndexOut, null);
         }
     }
+
+    /// <summary>A ReadIndex request: its context, as raft returns it in the ReadState, and the answer's index.</summary>
+    private sealed record ReadIndexRequest(byte[] Context, TaskCompletionSource<ulong> Answer);
 
     internal async Task<RangeResponse> RangeAsync(RangeRequest request, CancellationToken ct)
     {
@@ -827,8 +831,7 @@ public sealed class KvServer : IAsyncDisposable
         {
             await WaitForLeaderAsync(timeout.Token);
             await _node.ProposeConfChangeAsync(change, timeout.Token);
-            while (!applied())
-                await Volatile.Read(ref _appliedChanged).Task.WaitAsync(timeout.Token);
+            await WaitForAppliesAsync(applied, timeout.Token);
         }
         catch (ProposalDroppedException)
         {
@@ -997,8 +1000,7 @@ public sealed class KvServer : IAsyncDisposable
             timeout.CancelAfter(_options.RequestTimeout);
             try
             {
-                while (Members().FirstOrDefault(m => m.ID == id) is { IsLearner: true })
-                    await Volatile.Read(ref _appliedChanged).Task.WaitAsync(timeout.Token);
+                await WaitForAppliesAsync(() => Members().FirstOrDefault(m => m.ID == id) is not { IsLearner: true }, timeout.Token);
             }
             catch (OperationCanceledException) when (!ct.IsCancellationRequested)
             {

@@ -263,46 +263,17 @@ public sealed class PostgresKvStore : IAsyncDisposable
         await using var conn = await _applySource.OpenConnectionAsync(ct).ConfigureAwait(false);
         // The transaction is begun by the first batch and committed by the last, with no round trip
         // of their own (an NpgsqlTransaction would send BEGIN with the first command, but COMMIT
-        // alone): an apply is two round trips. Whatever ends it early rolls it back.
-        var open = true;
-        try
-        {
-            var (applied, committed) = await ApplyInTransactionAsync(conn, entries, beforeCommit, ct).ConfigureAwait(false);
-            open = !committed;
-            return applied;
-        }
-        finally
-        {
-            if (open) await RollBackQuietlyAsync(conn).ConfigureAwait(false);
-        }
-    }
-
-    private static async Task RollBackQuietlyAsync(NpgsqlConnection conn)
-    {
-        try
-        {
-            await using var rollback = new NpgsqlCommand("ROLLBACK", conn);
-            await rollback.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
-        {
-            // A broken connection is not returned to the pool, and its transaction died with it.
-        }
-    }
-
-    /// <summary>Applies on a connection whose transaction it begins; it commits unless nothing was new (or it throws).</summary>
-    private async Task<(IReadOnlyList<AppliedEntry> Applied, bool Committed)> ApplyInTransactionAsync(NpgsqlConnection conn, IReadOnlyList<Entry> entries,
-        Func<CancellationToken, Task>? beforeCommit, CancellationToken ct)
-    {
-        const NpgsqlTransaction? tx = null;
-
+        // alone): an apply is two round trips. Whatever ends it early (nothing new to apply, an
+        // error) leaves it open, and Npgsql rolls it back when the connection goes back to its pool,
+        // as it does for the range reads' batches.
+        //
         // Decode first, so the group's row, the keys and the request ids of the whole batch are read
         // in one round trip, the commands applied in memory in log order, and the result written in
         // one more: the number of statements no longer grows with the number of entries. Which
         // entries are new is known only after that read, so every entry offered is decoded (those
         // at or below the applied index, a replay, only cost a parse and a few extra rows).
         var decoded = entries.Select(Decode).ToList();
-        var (state, working, known) = await LockAndPrefetchAsync(conn, tx,
+        var (state, working, known) = await LockAndPrefetchAsync(conn,
             decoded.Where(d => d.Command is not null).Select(d => d.Command!).ToList(), ct).ConfigureAwait(false);
         var applied = new List<AppliedEntry>(entries.Count);
         var appliedIndex = state.AppliedIndex;
@@ -325,7 +296,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             appliedIndex = entry.Index;
             appliedTerm = entry.Term;
         }
-        if (fresh.Count == 0) return (applied, false);
+        if (fresh.Count == 0) return applied;
 
         var writes = new KvChanges(state.Revision, state.CompactRevision);
         var history = new List<KeyValue>();
@@ -335,7 +306,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             if (done is not null)
             {
                 if (!entry.Type.IsEntryNormal && Raft.Host.ConfChanges.TryGetConfChange(entry, out var confChange))
-                    await ApplyMemberChangeAsync(conn, tx, confChange, ct).ConfigureAwait(false);
+                    await ApplyMemberChangeAsync(conn, confChange, ct).ConfigureAwait(false);
                 applied.Add(done);
                 continue;
             }
@@ -385,7 +356,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             then.Add(purge);
         }
         if (beforeCommit is null) then.Add(new NpgsqlBatchCommand("COMMIT"));
-        await WriteBatchAsync(conn, tx, writes, history, requests, then, ct).ConfigureAwait(false);
+        await WriteBatchAsync(conn, writes, history, requests, then, ct).ConfigureAwait(false);
         if (beforeCommit is not null)
         {
             await beforeCommit(ct).ConfigureAwait(false);
@@ -393,7 +364,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
             await commit.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
         }
         if (working.CompactRevision > state.CompactRevision) SchedulePurge(working.CompactRevision);
-        return (applied, true);
+        return applied;
     }
 
     private readonly object _purgeGate = new();
@@ -485,7 +456,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
     /// granted. The previous holder's commit is visible to them: PostgreSQL shows a transaction as
     /// committed to new snapshots before it releases its locks.
     /// </remarks>
-    private async Task<ApplyStart> LockAndPrefetchAsync(NpgsqlConnection conn, NpgsqlTransaction? tx,
+    private async Task<ApplyStart> LockAndPrefetchAsync(NpgsqlConnection conn,
         IReadOnlyList<KvCommand> commands, CancellationToken ct)
     {
         var known = new Dictionary<ByteString, (long, KvResult)>();
@@ -503,7 +474,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
         var pastReads = commands.SelectMany(KvApplier.PastReads).Where(p => !p.Range.IsEmpty).Distinct().ToList();
 
         // BEGIN returns no result set: the reader starts on the state's.
-        await using var batch = new NpgsqlBatch(conn, tx) { BatchCommands = { new NpgsqlBatchCommand("BEGIN ISOLATION LEVEL READ COMMITTED"), StateQuery(forUpdate: true) } };
+        await using var batch = new NpgsqlBatch(conn) { BatchCommands = { new NpgsqlBatchCommand("BEGIN ISOLATION LEVEL READ COMMITTED"), StateQuery(forUpdate: true) } };
         const string columns = "key, create_revision, mod_revision, version, value";
         if (singleKeys.Count > 0)
         {
@@ -567,10 +538,10 @@ public sealed class PostgresKvStore : IAsyncDisposable
     }
 
     /// <summary>One round trip: the batch's final key writes, every version it wrote, and the results of its request ids.</summary>
-    private async Task WriteBatchAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, KvChanges writes, List<KeyValue> history,
+    private async Task WriteBatchAsync(NpgsqlConnection conn, KvChanges writes, List<KeyValue> history,
         Dictionary<ByteString, (long ProposedAt, ulong Index, KvResult Result)> requests, IEnumerable<NpgsqlBatchCommand> then, CancellationToken ct)
     {
-        await using var batch = new NpgsqlBatch(conn, tx);
+        await using var batch = new NpgsqlBatch(conn);
         if (history.Count > 0)
         {
             // A replay after a PostgreSQL crash writes the same versions again: they are already there or identical.
@@ -644,7 +615,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
     /// (its messages are then refused as a removed member's, which tells it to stop). Every replica
     /// applies the same entry, so all agree on addresses.
     /// </summary>
-    private async Task ApplyMemberChangeAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, Raft.Spec.ConfChangeI confChange, CancellationToken ct)
+    private async Task ApplyMemberChangeAsync(NpgsqlConnection conn, Raft.Spec.ConfChangeI confChange, CancellationToken ct)
     {
         var (changes, context) = confChange switch
         {
@@ -673,7 +644,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
                     $"""
                      WITH gone AS (DELETE FROM {_q}.kv_members WHERE group_id = $1 AND id = $2)
                      INSERT INTO {_q}.kv_removed_members (group_id, id) VALUES ($1, $2) ON CONFLICT DO NOTHING
-                     """, conn, tx);
+                     """, conn);
                 del.Parameters.Add(new() { Value = GroupId });
                 del.Parameters.Add(new() { Value = (long)nodeId });
                 await del.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
@@ -687,7 +658,7 @@ public sealed class PostgresKvStore : IAsyncDisposable
                    name = CASE WHEN EXCLUDED.name = '' THEN {_q}.kv_members.name ELSE EXCLUDED.name END,
                    peer_urls = CASE WHEN cardinality(EXCLUDED.peer_urls) = 0 THEN {_q}.kv_members.peer_urls ELSE EXCLUDED.peer_urls END,
                    client_urls = CASE WHEN cardinality(EXCLUDED.client_urls) = 0 THEN {_q}.kv_members.client_urls ELSE EXCLUDED.client_urls END
-                 """, conn, tx);
+                 """, conn);
             cmd.Parameters.Add(new() { Value = GroupId });
             cmd.Parameters.Add(new() { Value = (long)nodeId });
             cmd.Parameters.Add(new() { Value = a?.Name ?? "" });
