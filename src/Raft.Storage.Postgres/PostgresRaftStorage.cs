@@ -505,7 +505,7 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
         statements.AddRange(batch.Before);
         if (batch.Append.Length > 0)
         {
-            var (source, args) = EntryRows(batch.Append, 1);
+            var (source, args, _) = EntryRows(batch.Append, 1);
             statements.Add(($"INSERT INTO {_q}.raft_entries (group_id, idx, term, entry_type, data) SELECT $1, * FROM {source}", [GroupId, .. args]));
         }
         if (hardState is { } hsUpdate) statements.Add(hsUpdate);
@@ -514,7 +514,9 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
         return true;
     }
 
-    private static readonly ConcurrentDictionary<(string Schema, bool HardState, string Rows), string> PlainSaveSql = new();
+    // By schema, whether the hard state is stored, and the entries' row source (EntryRows' Shape,
+    // -1 for no entries): the statement text is built once per shape, not per save.
+    private static readonly ConcurrentDictionary<(string Schema, bool HardState, int Rows), string> PlainSaveSql = new();
 
     /// <summary>
     /// Raft's everyday save as ONE statement: the fence is a plain single-row UPDATE of the group's
@@ -527,17 +529,18 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
     {
         var hs = batch.HardState;
         object[] head = hs is null ? [GroupId, _writeSeq] : [GroupId, _writeSeq, .. hs];
-        var setHardState = hs is null ? "" : ", term = $3, vote = $4, commit_index = $5";
-        var fence = $"UPDATE {_q}.raft_groups SET write_seq = $2 + 1{setHardState} WHERE group_id = $1 AND write_seq = $2";
-        if (batch.Append.Length == 0) return (PlainSaveSql.GetOrAdd((_q, hs is not null, ""), _ => fence), head);
-        var (source, args) = EntryRows(batch.Append, head.Length);
-        var sql = PlainSaveSql.GetOrAdd((_q, hs is not null, source), _ =>
+        if (batch.Append.Length == 0) return (PlainSaveSql.GetOrAdd((_q, hs is not null, -1), k => Fence(k.Schema, k.HardState)), head);
+        var (source, args, shape) = EntryRows(batch.Append, head.Length);
+        var sql = PlainSaveSql.GetOrAdd((_q, hs is not null, shape), static (k, source) =>
             $"""
-             WITH fence AS ({fence} RETURNING 1)
-             INSERT INTO {_q}.raft_entries (group_id, idx, term, entry_type, data)
+             WITH fence AS ({Fence(k.Schema, k.HardState)} RETURNING 1)
+             INSERT INTO {k.Schema}.raft_entries (group_id, idx, term, entry_type, data)
              SELECT $1, * FROM {source} WHERE EXISTS (SELECT FROM fence)
-             """);
+             """, source);
         return (sql, [.. head, .. args]);
+
+        static string Fence(string schema, bool hardState) =>
+            $"UPDATE {schema}.raft_groups SET write_seq = $2 + 1{(hardState ? ", term = $3, vote = $4, commit_index = $5" : "")} WHERE group_id = $1 AND write_seq = $2";
     }
 
     private static async Task RunAsync(NpgsqlConnection conn, IEnumerable<(string Sql, object[] Args)> statements, CancellationToken ct)
@@ -552,17 +555,19 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
         await b.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
     }
 
-    private static readonly ConcurrentDictionary<(int, int), string> MultiRowSql = new();
+    // By the parameters before the rows and the number of rows (0: the unnest form).
+    private static readonly ConcurrentDictionary<(int Before, int Rows), string> EntryRowsSql = new();
 
     /// <summary>The entries as a row source of (idx, term, entry_type, data) for an INSERT … SELECT,
-    /// with its parameters numbered from <paramref name="before"/> + 1.</summary>
-    private (string Source, object[] Args) EntryRows(Entry[] entries, int before)
+    /// with its parameters numbered from <paramref name="before"/> + 1. Its text depends only on
+    /// <paramref name="before"/> and <c>Shape</c>: the number of rows, or 0 for the unnest form.</summary>
+    private (string Source, object[] Args, int Shape) EntryRows(Entry[] entries, int before)
     {
         if (_options.WriteMethod == EntryWriteMethod.MultiRowInsert && before + entries.Length * 4 < ushort.MaxValue)
         {
-            var sql = MultiRowSql.GetOrAdd((before, entries.Length), k =>
-                "(VALUES " + string.Join(", ", Enumerable.Range(0, k.Item2).Select(i =>
-                    $"(${k.Item1 + 1 + 4 * i}, ${k.Item1 + 2 + 4 * i}, ${k.Item1 + 3 + 4 * i}, ${k.Item1 + 4 + 4 * i})")) + ") AS entry_rows");
+            var sql = EntryRowsSql.GetOrAdd((before, entries.Length), k =>
+                "(VALUES " + string.Join(", ", Enumerable.Range(0, k.Rows).Select(i =>
+                    $"(${k.Before + 1 + 4 * i}, ${k.Before + 2 + 4 * i}, ${k.Before + 3 + 4 * i}, ${k.Before + 4 + 4 * i})")) + ") AS entry_rows");
             var args = new object[4 * entries.Length];
             for (var i = 0; i < entries.Length; i++)
             {
@@ -571,11 +576,11 @@ public sealed class PostgresRaftStorage : IStorage, IAsyncDisposable
                 args[2 + 4 * i] = Wire(entries[i].Type);
                 args[3 + 4 * i] = entries[i].Data ?? [];
             }
-            return (sql, args);
+            return (sql, args, entries.Length);
         }
-        return ($"unnest(${before + 1}::bigint[], ${before + 2}::bigint[], ${before + 3}::smallint[], ${before + 4}::bytea[])",
+        return (EntryRowsSql.GetOrAdd((before, 0), k => $"unnest(${k.Before + 1}::bigint[], ${k.Before + 2}::bigint[], ${k.Before + 3}::smallint[], ${k.Before + 4}::bytea[])"),
             [entries.Select(e => (long)e.Index).ToArray(), entries.Select(e => (long)e.Term).ToArray(),
-             entries.Select(e => Wire(e.Type)).ToArray(), entries.Select(e => e.Data ?? []).ToArray()]);
+             entries.Select(e => Wire(e.Type)).ToArray(), entries.Select(e => e.Data ?? []).ToArray()], 0);
     }
 
     // ---- reads (IStorage): the latest acknowledged state, from memory ----------------------
