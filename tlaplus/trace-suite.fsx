@@ -17,7 +17,6 @@
 
 open System
 open System.IO
-open System.Text.Json
 open Raft.Spec
 open Raft.Host.Tracing
 
@@ -54,18 +53,18 @@ let optionsOf (k: int) : SimOptions =
     |> SimOptions.withCheckQuorum checkQuorum
 
 /// TraceRaft.tla's options line: the simulator's bootstrap (the voters start from a
-/// snapshot at index 1, term 1) and the settings; the rest is for people.
+/// snapshot at index 1, term 1) and the settings; the replay command is for people.
 let optionsLine (o: SimOptions) =
-    let voters = [ for v in 1 .. o.Voters -> string v ]
-    JsonSerializer.Serialize(
-        {| tag = "raftv-trace"
-           boot = "snapshot"
-           bootIndex = 1
-           bootTerm = 1
-           voters = voters
-           prevote = defaultArg o.PreVote false
-           checkquorum = defaultArg o.CheckQuorum false
-           replay = Simulator.replayCommand o + " --trace FILE" |}
+    TraceNdjson.FormatOptions(
+        TraceRunOptions(
+            Voters = [| for v in 1 .. o.Voters -> uint64 v |],
+            Boot = TraceBoot.Snapshot,
+            BootIndex = 1UL,
+            BootTerm = 1UL,
+            PreVote = defaultArg o.PreVote false,
+            CheckQuorum = defaultArg o.CheckQuorum false,
+            Replay = Simulator.replayCommand o + " --trace FILE"
+        )
     )
 
 /// What a trace exercises, by name.

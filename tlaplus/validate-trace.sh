@@ -16,6 +16,7 @@
 # Exit status: 0 every file accepted; 1 some file rejected, or TLC failed; 2 usage; 3 TLC
 # is not available (from tlc.sh).
 # Environment: TRACE_TIMEOUT (seconds per TLC run, default 900), TLC_HEAP (default 3g here),
+# TLC_STACK (default 256m here: long traces recurse deeply, see README-trace.md),
 # TRACE_KEEP=1 keeps TLC's inputs and outputs (their folder is printed).
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -54,7 +55,7 @@ run_group() {
       -e "s|@PREVOTE@|${pv^^}|" -e "s|@CHECKQUORUM@|${cq^^}|" "$here/TraceRaft.cfg" >"$g/TraceRaft.cfg"
   local out="$g/tlc.out" rc
   # Breadth-first with one worker: the registers recording the furthest lines are per worker.
-  (cd "$here" && TLC_WORKERS=1 TLC_HEAP="${TLC_HEAP:-3g}" TLC_METADIR="$g/meta" \
+  (cd "$here" && TLC_WORKERS=1 TLC_HEAP="${TLC_HEAP:-3g}" TLC_STACK="${TLC_STACK:-256m}" TLC_METADIR="$g/meta" \
      timeout "${TRACE_TIMEOUT:-900}" ./tlc.sh -noGenerateSpecTE -config "$g/TraceRaft.cfg" TraceRaft.tla) >"$out" 2>&1
   rc=$?
   [[ $rc -eq 3 ]] && { tail -n 1 "$out"; exit 3; }

@@ -87,7 +87,7 @@ public class HostTraceTests(ITestOutputHelper output)
             await leader.Node.ProposeAsync(Bytes("one"));
             await cluster.WaitForAppliedAsync(["one"]);
 
-            var learner = cluster.Join(4, o => Traced(o, preVote: true, checkQuorum: false, asyncWrites: true));
+            var learner = cluster.Join(4);
             await ChangeAsync(cluster, leader, ConfChanges.AddLearner(4), s => s.Learners.Contains(4UL));
             await leader.Node.ProposeAsync(Bytes("two"));
             await SettleAsync(cluster, () => Task.FromResult(learner.Applied.SequenceEqual(["one", "two"])), "the learner catches up");
@@ -96,7 +96,7 @@ public class HostTraceTests(ITestOutputHelper output)
             await cluster[3].StopAsync();
 
             // Joint consensus: 5 comes in and 2 goes out in one change, left automatically.
-            cluster.Join(5, o => Traced(o, preVote: true, checkQuorum: false, asyncWrites: true));
+            cluster.Join(5);
             await ChangeAsync(cluster, leader,
                 ConfChanges.Joint(new ConfChangeSingle(ConfChangeType.ConfChangeAddNode, 5), new ConfChangeSingle(ConfChangeType.ConfChangeRemoveNode, 2)),
                 s => s.Voters.SequenceEqual([1UL, 4UL, 5UL]) && s.VotersOutgoing.Count == 0);
@@ -206,7 +206,8 @@ public class HostTraceTests(ITestOutputHelper output)
             var loss = new Random(seed * 7919 + 1);
             cluster.Network.Drop = _ => { lock (loss) return loss.NextDouble() < 0.15; };
             var proposed = 0;
-            for (var step = 0; step < Steps(); step++)
+            var steps = Steps();
+            for (var step = 0; step < steps; step++)
             {
                 var roll = choices.NextDouble();
                 var running = cluster.Running.ToArray();
@@ -271,7 +272,7 @@ public class HostTraceTests(ITestOutputHelper output)
     [Fact]
     public void The_trace_checks_catch_a_lost_send_line_and_a_wrong_options_line()
     {
-        var path = Path.Combine(RepoRoot(), "tests", "Raft.Host.Tests", "traces", "election-plain.ndjson");
+        var path = Path.Combine(TestPaths.RepositoryRoot(), "tests", "Raft.Host.Tests", "traces", "election-plain.ndjson");
         var lines = File.ReadAllLines(path);
         var options = TraceNdjson.ParseOptions(lines[0]);
         CheckTrace(lines, options);
@@ -344,23 +345,10 @@ public class HostTraceTests(ITestOutputHelper output)
             return (Path.Combine(dir, name + ".ndjson"), true);
         }
         if (Environment.GetEnvironmentVariable(WriteVariable) == "1")
-            return (Path.Combine(RepoRoot(), "tests", "Raft.Host.Tests", "traces", name + ".ndjson"), true);
+            return (Path.Combine(TestPaths.RepositoryRoot(), "tests", "Raft.Host.Tests", "traces", name + ".ndjson"), true);
         return (Path.Combine(Path.GetTempPath(), $"raftv-hosttrace-{name}-{Guid.NewGuid():N}.ndjson"), false);
     }
 
-    private static string RepoRoot([System.Runtime.CompilerServices.CallerFilePath] string sourceFile = "")
-    {
-        static DirectoryInfo? SolutionAbove(string? start)
-        {
-            var dir = start is null ? null : new DirectoryInfo(start);
-            while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "RaftVerified.sln"))) dir = dir.Parent;
-            return dir;
-        }
-        // Test binaries may be built outside the tree (--artifacts-path): then this file's directory.
-        var root = SolutionAbove(AppContext.BaseDirectory) ?? SolutionAbove(Path.GetDirectoryName(sourceFile));
-        Assert.True(root is not null, "no RaftVerified.sln above the test binaries or this source file");
-        return root!.FullName;
-    }
 
     /// <summary>
     /// What a trace must satisfy whatever TLC says: the options line first, as the run

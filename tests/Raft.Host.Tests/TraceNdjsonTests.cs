@@ -7,18 +7,9 @@ namespace Raft.Host.Tests;
 public class TraceNdjsonTests
 {
     /// <summary>etcd's sample trace, beside the repository in shared/.</summary>
-    private static string SampleTrace([System.Runtime.CompilerServices.CallerFilePath] string sourceFile = "")
+    private static string SampleTrace()
     {
-        // From the test binaries, or from this source file when they were built elsewhere (--artifacts-path).
-        static DirectoryInfo? RepositoryAbove(string start)
-        {
-            var dir = new DirectoryInfo(start);
-            while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "RaftVerified.sln"))) dir = dir.Parent;
-            return dir;
-        }
-        var dir = RepositoryAbove(AppContext.BaseDirectory) ?? RepositoryAbove(Path.GetDirectoryName(sourceFile)!);
-        Assert.NotNull(dir);
-        var path = Path.Combine(dir!.FullName, "..", "shared", "etcd-raft-testdata", "trace", "example-head.ndjson");
+        var path = Path.Combine(TestPaths.RepositoryRoot(), "..", "shared", "etcd-raft-testdata", "trace", "example-head.ndjson");
         Assert.True(File.Exists(path), $"etcd's sample trace is missing at {path}");
         return path;
     }

@@ -161,10 +161,6 @@ public static class TraceNdjson
 
     private const string OptionsTag = "raftv-trace";
 
-    /// <summary>Whether a line is a run's options line rather than an event.</summary>
-    public static bool IsOptionsLine(string line) =>
-        line.Contains("\"tag\":\"" + OptionsTag + "\"", StringComparison.Ordinal) && !line.Contains("\"event\"", StringComparison.Ordinal);
-
     /// <summary>Reads a run's options line.</summary>
     public static TraceRunOptions ParseOptions(string line)
     {

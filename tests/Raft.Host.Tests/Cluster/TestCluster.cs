@@ -23,10 +23,13 @@ public sealed class TestCluster : IAsyncDisposable
     /// <summary>The trace sink of every member (trace validation), if any.</summary>
     public Raft.Host.Tracing.IRaftTraceSink? TraceSink { get; private init; }
 
+    // How Start configured its members: members that join later are configured alike.
+    private Func<RaftNodeOptions, RaftNodeOptions>? _configure;
+
     public static TestCluster Start(int size, Func<RaftNodeOptions, RaftNodeOptions>? configure = null,
         Raft.Host.Tracing.IRaftTraceSink? traceSink = null)
     {
-        var cluster = new TestCluster { TraceSink = traceSink };
+        var cluster = new TestCluster { TraceSink = traceSink, _configure = configure };
         var ids = Enumerable.Range(1, size).Select(i => (ulong)i).ToArray();
         foreach (var id in ids)
         {
@@ -37,9 +40,10 @@ public sealed class TestCluster : IAsyncDisposable
         return cluster;
     }
 
-    /// <summary>A new member with an empty storage, waiting to be added by a conf change.</summary>
+    /// <summary>A new member with an empty storage, waiting to be added by a conf change; configured as Start configured the others unless <paramref name="configure"/> says otherwise.</summary>
     public TestMember Join(ulong id, Func<RaftNodeOptions, RaftNodeOptions>? configure = null)
     {
+        configure ??= _configure;
         var options = DefaultOptions(id);
         var member = new TestMember(id, configure?.Invoke(options) ?? options, Network, traceSink: TraceSink);
         Members[id] = member;
