@@ -17,7 +17,7 @@ cd "$ROOT"
 # Every seeded bug: its name, and what it breaks.
 declare -A BUGS=(
   [CommitOldTerm]="maybeCommit commits the quorum index whatever its term (figure 8)"
-  [VoteNotPersisted]="a granted MsgVoteResp is sent before the vote is durable"
+  [VoteRespBeforePersist]="a granted MsgVoteResp is sent before the vote is durable"
   [RejectHintOffByOne]="the leader backs off to the rejection hint instead of one past it"
   [LearnerInQuorum]="learners' acknowledgements count towards the commit quorum"
   [JointQuorumOneHalf]="a joint configuration commits on its incoming half alone"
@@ -27,7 +27,7 @@ declare -A BUGS=(
   [LeaseIgnored]="a vote request deposes a leader heard from within the election timeout"
   [PendingConfIgnored]="a second conf change is accepted before the first is applied"
 )
-ORDER=(CommitOldTerm VoteNotPersisted RejectHintOffByOne LearnerInQuorum JointQuorumOneHalf
+ORDER=(CommitOldTerm VoteRespBeforePersist RejectHintOffByOne LearnerInQuorum JointQuorumOneHalf
        LeaseReadWithoutCheckQuorum HeartbeatFullCommit VoteIgnoresLog LeaseIgnored PendingConfIgnored)
 
 spec_tests=0; interaction=0; names=()
@@ -35,7 +35,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --spec-tests) spec_tests=1 ;;
     --interaction) interaction=1 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "mutants.sh: unknown option $1" >&2; exit 2 ;;
     *) [[ -n "${BUGS[$1]:-}" ]] || { echo "mutants.sh: unknown mutant $1 (known: ${ORDER[*]})" >&2; exit 2; }
        names+=("$1") ;;

@@ -280,7 +280,7 @@ module Raft =
     /// state (appends, votes) wait in MsgsAfterAppend until it is durable.
     let private enqueue (m: Message) (trk: ProgressTracker) (log: RaftLog) (r: RaftState) : RaftState =
         match m.Type with
-#if MUTANT_VOTE_NOT_PERSISTED // seeded bug (tests/mutants.sh): a granted vote leaves before it is durable
+#if MUTANT_VOTE_RESP_BEFORE_PERSIST // seeded bug (tests/mutants.sh): a granted vote leaves before it is durable
         | MsgVoteResp when m.To <> r.Id -> traceSend m { r with Msgs = Outbox.add m r.Msgs; Trk = trk; RaftLog = log }
 #endif
         | MsgAppResp | MsgVoteResp | MsgPreVoteResp ->

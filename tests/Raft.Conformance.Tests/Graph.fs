@@ -64,7 +64,6 @@ type Graph =
       NodeCache: Collections.Concurrent.ConcurrentDictionary<int[], NodeS>[] }
 
     member g.StateCount = g.Expanded.Length
-    member g.EdgeCount = g.Out |> Array.sumBy Array.length
 
 /// The cluster state of a state id, built from the stored values.
 let private build (g: Graph) (id: int) : ClusterS =

@@ -47,7 +47,7 @@ let confChangeV2 (cc: SCC) : ConfChangeV2 =
         | _ -> ConfChangeTransitionAuto
     { Transition = transition; Changes = changes; Context = [||] }
 
-/// The spec's conf change of an implementation one (None: not one the spec can express).
+/// The spec's conf change of an implementation one.
 let specCC (cc: ConfChangeV2) : SCC =
     let changes = cc.Changes |> List.map (fun c -> { Op = op c.Type; Node = nameOf c.NodeId }) |> Set.ofList
     if ConfChangeV2.leaveJoint cc then leaveJointCC
@@ -93,7 +93,7 @@ let configOfConfState (cs: ConfState) : SConfig = configOfSpecMap (SpecConfig.of
 
 // ---- messages -------------------------------------------------------------------------------
 
-let transferContext = Encoding.ASCII.GetBytes "CampaignTransfer"
+let transferContext = Encoding.ASCII.GetBytes(CampaignType.name CampaignTransfer)
 
 /// A read position as a heartbeat context (little-endian); 0 is no context.
 let ctxBytes (n: uint64) : byte[] =
@@ -306,12 +306,11 @@ let concretizeNode (st: Settings) (s: ClusterS) (n: NodeS) : ImplNode =
             ReadStates = []
             Logs = Outbox.empty
             Traces = Outbox.empty }
-    let hs = { Term = n.HardTerm; Vote = idOf n.HardVote; Commit = storedCommit n }
     { Raw =
         { raw with
             Raft = r
             PrevSoftState = Raft.softState r
-            PrevHardState = hs
+            PrevHardState = MemoryStorage.hardState storage
             StepsOnAdvance = [] }
       Storage = storage }
 
@@ -441,9 +440,9 @@ let private settleNext (spec: NodeS) (impl: NodeS) (lenient: Map<string, uint64 
                 | _ -> v)
         { impl with NextIndex = next }
 
-/// The differences between a spec node and an implementation node's view, as text.
 let private normalized = Runtime.CompilerServices.ConditionalWeakTable<NodeS, NodeS>()
 
+/// The differences between a spec node and an implementation node's view, as text.
 let diffNode (spec: NodeS) (impl: NodeS) (lenient: Map<string, uint64 * uint64>) : string list =
     // Spec nodes are shared by many states: normalized once each.
     let a = normalized.GetValue(spec, fun n -> normalize n)

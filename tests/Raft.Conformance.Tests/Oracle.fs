@@ -3,7 +3,8 @@
 /// one being replayed (etcd wins an election and appends its empty entry at once, commits
 /// as soon as an acknowledgement arrives, answers reads, sends appends eagerly). Each
 /// transcribed action is itself checked against every edge of the graph bearing its name
-/// (OracleTests), so it is the spec's behaviour, not a second guess of it.
+/// (ConformanceTests: the transcribed spec actions agree with the graph), so it is the spec's
+/// behaviour, not a second guess of it.
 module Raft.Conformance.Oracle
 
 open Raft.Conformance.SpecState
@@ -70,10 +71,6 @@ let quorumIndex (servers: string list) (n: NodeS) =
 let canCampaign (n: NodeS) =
     (voters n.Config).Contains n.Id
     && not (seq { n.Applied + 1UL .. n.CommitIndex } |> Seq.exists (fun k -> (entryAt n k).Type = "conf"))
-
-let upToDate (n: NodeS) (lastIdx: uint64) (lastT: uint64) =
-    let lt = defaultArg (termAt n (lastIndex n)) 0UL
-    lastT > lt || (lastT = lt && lastIdx >= lastIndex n)
 
 // ---- messages ------------------------------------------------------------------------------
 

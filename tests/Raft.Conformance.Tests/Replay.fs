@@ -60,14 +60,14 @@ let private viewOf (s: ClusterS) (c0: ImplCluster) (impl: ImplCluster) : View =
     impl.Nodes
     |> Map.map (fun j n -> if obj.ReferenceEquals(n, c0.Nodes[j]) then s.Nodes[j], Map.empty else viewNode n)
 
-/// The differences between the implementation cluster and spec state c, reached from s
-/// along the spec states `path` (the eager sends may come from any of them).
 /// What a comparison leaves out: per node, fields made equal on both sides (the identity
 /// for a full comparison), and whether the network is compared.
 type Relax = { Node: NodeS -> NodeS; Network: bool }
 
 let strict = { Node = id; Network = true }
 
+/// The differences between the implementation cluster and spec state c, reached from s
+/// along the spec states `path` (the eager sends may come from any of them).
 let private diffCluster (relax: Relax) (md: Model) (actor: string option) (s: ClusterS) (path: ClusterS list) (c: ClusterS) (view: View) (impl: ImplCluster) =
     let nodes =
         [ for KeyValue(j, spec) in c.Nodes do
@@ -95,7 +95,7 @@ let private diffCluster (relax: Relax) (md: Model) (actor: string option) (s: Cl
           yield sprintf "network: impl sent a message the spec does not model: %s" f
       yield! reads ]
 
-/// Spec states reachable from t by follow-up steps of the actor (at most `depth` of them),
+/// Spec states reachable from t by follow-up steps of the actor (at most three of them),
 /// each with the states along the way (newest first) and the steps' names; t itself first.
 let private closure (md: Model) (actor: string option) (t: ClusterS) : seq<ClusterS list * string list> =
     let follow = Oracle.followUps md.Servers
@@ -175,11 +175,8 @@ let implStep (md: Model) (s: ClusterS) (a: Action) (c: ImplCluster) : ImplCluste
             match a.Args[1] with
             | ACC cc -> cc
             | _ -> failwithf "%O: no conf change" a
-        let i = server a 0
-        if cc.Kind = "leave" then
-            let leave = { Transition = ConfChangeTransitionAuto; Changes = []; Context = [||] }
-            onRaw i (fun rn -> RawNode.proposeConfChange (ConfChangeV2Change leave) rn |> fst) c
-        else onRaw i (fun rn -> RawNode.proposeConfChange (ConfChangeV2Change(confChangeV2 cc)) rn |> fst) c
+        // A "leave" is the empty, automatic ConfChangeV2 that leaves a joint configuration.
+        onRaw (server a 0) (fun rn -> RawNode.proposeConfChange (ConfChangeV2Change(confChangeV2 cc)) rn |> fst) c
     | "AutoLeaveJoint" -> onRaft (server a 0) Actions.AutoLeaveJoint c
     | "ApplyConfChange" | "Apply" -> applyNext (server a 0) c
     | "AppendEntries" -> onRaft (server a 0) (fun r -> Actions.AppendEntries (idOf (server a 1)) true r |> fst) c
@@ -285,10 +282,12 @@ let private deliveries (md: Model) (s: ClusterS) (c0: ImplCluster) (t: ClusterS)
     match judged |> List.tryPick (fun (name, r) -> match r with Ok how -> Some(name + how) | Error _ -> None) with
     | Some how -> Matched how
     | None when judged.IsEmpty -> Mismatch [ "no message to deliver" ]
-    | None when (documentedMatch ()).IsSome -> Documented((documentedMatch ()).Value)
     | None ->
-        let name, r = judged |> List.minBy (fun (_, r) -> match r with Error d -> d.Length | Ok _ -> 0)
-        Mismatch((sprintf "closest delivery: %s" name) :: (match r with Error d -> d | Ok _ -> []))
+        match documentedMatch () with
+        | Some why -> Documented why
+        | None ->
+            let name, r = judged |> List.minBy (fun (_, r) -> match r with Error d -> d.Length | Ok _ -> 0)
+            Mismatch((sprintf "closest delivery: %s" name) :: (match r with Error d -> d | Ok _ -> []))
 
 /// Replays edge s -a-> t on the implementation, from c0, the concrete state of s.
 let rec replayEdge (md: Model) (s: ClusterS) (c0: ImplCluster) (a: Action) (t: ClusterS) : Outcome =

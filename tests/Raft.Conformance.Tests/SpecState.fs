@@ -98,7 +98,8 @@ type NodeS =
       LeadTransferee: string
       ReadPending: SRead }
 
-/// A whole state of the spec. History variables are kept only where the replay uses them.
+/// A whole state of the spec, with the history variables the graph stores (the replay reads
+/// ReadCount and Reads).
 type ClusterS =
     { Nodes: Map<string, NodeS>
       /// The bag of messages in flight: message -> copies.
@@ -241,11 +242,8 @@ let decodeVar (name: string) (e: JsonElement) : VarValue =
     | "hardState" ->
         let commit = match e.TryGetProperty "commit" with | true, c -> Some(u64 c) | _ -> None
         VHard(u64 (prop "term" e), str (prop "vote" e), commit)
-    // A bag like the network (an older spec kept a set: each message once).
-    | "outbox" ->
-        if e.ValueKind = JsonValueKind.Array && e.GetArrayLength() > 0 then
-            VMsgs(e.EnumerateArray() |> Seq.map (fun m -> decodeMsg m, 1) |> Map.ofSeq)
-        else VMsgs(decodeNetwork e)
+    // A bag like the network.
+    | "outbox" -> VMsgs(decodeNetwork e)
     | "matchIndex" | "nextIndex" -> VMap(byServer u64 e)
     | "readPending" -> VRead(decodeRead e)
     | "network" -> VNetwork(decodeNetwork e)

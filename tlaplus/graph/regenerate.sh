@@ -50,7 +50,17 @@ for model in "${models[@]}"; do
     continue
   fi
   dot="${GRAPH_DOT_DIR:-$work}/$model.dot"
+  # The stamps hash the copies TLC reads (taken once above), not the live files: an edit made
+  # while TLC runs must make the graph stale, not fresh. A kept dump keeps its stamps beside it,
+  # and is reused only while they still hold.
+  stamps=(--stamp "Raft.tla=$(sha256sum "$work/Raft.tla" | cut -d' ' -f1)"
+          --stamp "graph/MCGraph.tla=$(sha256sum "$work/MCGraph.tla" | cut -d' ' -f1)"
+          --stamp "graph/models/$model.cfg=$(sha256sum "$work/$model.cfg" | cut -d' ' -f1)")
   if [[ "${GRAPH_REUSE_DOT:-0}" == 1 && -f "$dot" ]]; then
+    if [[ "$(cat "$dot.stamp" 2>/dev/null)" != "${stamps[*]}" ]]; then
+      echo "regenerate.sh: $dot was dumped from other spec files than the current ones (or has no $dot.stamp); run without GRAPH_REUSE_DOT" >&2
+      exit 1
+    fi
     echo "== $model: reusing $dot"
   else
     echo "== $model: TLC"
@@ -66,12 +76,9 @@ for model in "${models[@]}"; do
       exit 1
     fi
     grep -E "distinct states found" "$log" | grep -v '^Progress' | sed 's/^/   /'
+    echo "${stamps[*]}" >"$dot.stamp"
   fi
   echo "== $model: converting ($(du -h "$dot" | cut -f1) of dot)"
-  stamps=()
-  for f in Raft.tla graph/MCGraph.tla "graph/models/$model.cfg"; do
-    stamps+=(--stamp "$f=$(sha256sum "$spec/$f" | cut -d' ' -f1)")
-  done
   configs=()
   for name in Server InitVoters InitLearners PreVoteEnabled CheckQuorumEnabled MaxAppendEntries Value GraphStart CCNodes; do
     value="$(constant "$cfg" "$name")"
@@ -79,6 +86,6 @@ for model in "${models[@]}"; do
     configs+=(--config "$name=$value")
   done
   python3 "$here/dot2graph.py" "$dot" "$here/$model.jsonl.gz" --model "$model" "${stamps[@]}" "${configs[@]}"
-  [[ -n "${GRAPH_DOT_DIR:-}" ]] || rm -f "$dot"
+  [[ -n "${GRAPH_DOT_DIR:-}" ]] || rm -f "$dot" "$dot.stamp"
   echo "   $(du -h "$here/$model.jsonl.gz" | cut -f1) in $((SECONDS - start)) s"
 done
