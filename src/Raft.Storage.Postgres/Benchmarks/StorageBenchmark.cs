@@ -136,7 +136,7 @@ public static class StorageBenchmark
     /// A save of one entry and a hard state as raw SQL, in the statement shapes of storage schema 1
     /// (a batch: the PL/pgSQL fence, the entry INSERT, the hard-state upsert) and schema 2 (one
     /// statement: the fenced UPDATE of the group row carrying the hard state, the INSERT only when it
-    /// matched), on tables of their own, through a pool as the storage uses it. Compares the shapes
+    /// matched), on schemas migrated to versions 1 and 2, through a pool as the storage uses it. Compares the shapes
     /// in one run whatever version of the storage is built.
     /// </summary>
     private sealed class SqlShapeCase(string name, NpgsqlDataSource source, Func<NpgsqlConnection, long, long, byte[], NpgsqlBatch> save, byte[] data)
@@ -158,28 +158,16 @@ public static class StorageBenchmark
 
     private static async Task<IEnumerable<Case>> SqlShapeCasesAsync(string cs, string schema, Settings settings, CancellationToken ct)
     {
+        // The real schemas at versions 1 and 2 (the migrations themselves), each with two groups.
+        var v1 = SchemaMigrations.Quote(schema + "_v1");
+        var v2 = SchemaMigrations.Quote(schema + "_v2");
         await using (var conn = new NpgsqlConnection(cs))
         {
             await conn.OpenAsync(ct);
+            await SchemaMigrations.MigrateAsync(conn, schema + "_v1", 1, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, ct);
+            await SchemaMigrations.MigrateAsync(conn, schema + "_v2", 2, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, ct);
             await using var setup = new NpgsqlCommand(
-                $"""
-                 CREATE TABLE {schema}.s1_groups (group_id bigint PRIMARY KEY, log_offset bigint NOT NULL DEFAULT 0,
-                     log_offset_term bigint NOT NULL DEFAULT 0, write_seq bigint NOT NULL DEFAULT 0, created_at timestamptz NOT NULL DEFAULT now());
-                 CREATE TABLE {schema}.s1_entries (group_id bigint, idx bigint, term bigint NOT NULL, entry_type smallint NOT NULL, data bytea NOT NULL,
-                     PRIMARY KEY (group_id, idx));
-                 CREATE TABLE {schema}.s1_hard_state (group_id bigint PRIMARY KEY, term bigint NOT NULL, vote bigint NOT NULL, commit_index bigint NOT NULL);
-                 CREATE FUNCTION {schema}.s1_advance(g bigint, expected bigint) RETURNS void LANGUAGE plpgsql AS $fn$
-                 BEGIN
-                     UPDATE {schema}.s1_groups SET write_seq = expected + 1 WHERE group_id = g AND write_seq = expected;
-                     IF NOT FOUND THEN RAISE EXCEPTION 'fenced' USING ERRCODE = 'RV001'; END IF;
-                 END $fn$;
-                 CREATE TABLE {schema}.s2_groups (group_id bigint PRIMARY KEY, log_offset bigint NOT NULL DEFAULT 0,
-                     log_offset_term bigint NOT NULL DEFAULT 0, write_seq bigint NOT NULL DEFAULT 0, created_at timestamptz NOT NULL DEFAULT now(),
-                     term bigint NOT NULL DEFAULT 0, vote bigint NOT NULL DEFAULT 0, commit_index bigint NOT NULL DEFAULT 0);
-                 CREATE TABLE {schema}.s2_entries (LIKE {schema}.s1_entries INCLUDING ALL);
-                 INSERT INTO {schema}.s1_groups (group_id) VALUES (1), (2);
-                 INSERT INTO {schema}.s2_groups (group_id) VALUES (1), (2);
-                 """, conn);
+                $"INSERT INTO {v1}.raft_groups (group_id) VALUES (1), (2); INSERT INTO {v2}.raft_groups (group_id) VALUES (1), (2)", conn);
             await setup.ExecuteNonQueryAsync(ct);
         }
         NpgsqlDataSource Pool(bool reset) =>
@@ -195,11 +183,11 @@ public static class StorageBenchmark
         {
             BatchCommands =
             {
-                Command($"SELECT {schema}.s1_advance($1, $2)", 1L, seq),
-                Command($"INSERT INTO {schema}.s1_entries (group_id, idx, term, entry_type, data) SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::smallint[], $5::bytea[])",
+                Command($"SELECT {v1}.raft_advance_write_seq($1, $2)", 1L, seq),
+                Command($"INSERT INTO {v1}.raft_entries (group_id, idx, term, entry_type, data) SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::smallint[], $5::bytea[])",
                     [1L, .. Entry(idx, data)]),
                 Command($"""
-                         INSERT INTO {schema}.s1_hard_state (group_id, term, vote, commit_index) VALUES ($1, $2, $3, $4)
+                         INSERT INTO {v1}.raft_hard_state (group_id, term, vote, commit_index) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (group_id) DO UPDATE SET term = excluded.term, vote = excluded.vote, commit_index = excluded.commit_index
                          """, 1L, 1L, 1L, idx - 1),
             },
@@ -209,9 +197,9 @@ public static class StorageBenchmark
             BatchCommands =
             {
                 Command($"""
-                         WITH fence AS (UPDATE {schema}.s2_groups SET write_seq = $2 + 1, term = $3, vote = $4, commit_index = $5
+                         WITH fence AS (UPDATE {v2}.raft_groups SET write_seq = $2 + 1, term = $3, vote = $4, commit_index = $5
                                         WHERE group_id = $1 AND write_seq = $2 RETURNING 1)
-                         INSERT INTO {schema}.s2_entries (group_id, idx, term, entry_type, data)
+                         INSERT INTO {v2}.raft_entries (group_id, idx, term, entry_type, data)
                          SELECT $1, * FROM unnest($6::bigint[], $7::bigint[], $8::smallint[], $9::bytea[]) WHERE EXISTS (SELECT FROM fence)
                          """, [group, seq, 1L, 1L, idx - 1, .. Entry(idx, data)]),
             },
