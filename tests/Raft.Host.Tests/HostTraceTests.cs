@@ -247,20 +247,10 @@ public class HostTraceTests(ITestOutputHelper output)
                 kinds[kind] = kinds.GetValueOrDefault(kind) + 1;
                 await cluster.TickAllAsync();
             }
-            cluster.Network.Drop = null;
-            foreach (var m in cluster.Members.Values.Where(m => !m.Running)) m.Start(null);
+            cluster.Heal();
             var final = $"s{seed}-final";
-            var proposedFinal = false;
-            await SettleAsync(cluster, async () =>
-            {
-                if (cluster.Members.Values.All(m => m.Applied.Contains(final))) return true;
-                if (!proposedFinal && await cluster.LeaderAsync() is { } leader)
-                {
-                    try { await leader.Node.ProposeAsync(Bytes(final)); proposedFinal = true; }
-                    catch (ProposalDroppedException) { }
-                }
-                return false;
-            }, $"seed {seed}: the healed cluster commits '{final}'");
+            await cluster.CommitEverywhereAsync(final, $"seed {seed}: the healed cluster commits '{final}'",
+                (condition, what) => SettleAsync(cluster, condition, what));
         }, seed);
         output.WriteLine($"seed {seed}: prevote={preVote} checkquorum={checkQuorum} async={asyncWrites}; " +
             string.Join(" ", kinds.OrderBy(k => k.Key).Select(k => $"{k.Key}={k.Value}")));

@@ -102,29 +102,11 @@ public class RandomFaultClusterTests(ITestOutputHelper output)
         }
 
         // Heal: no more loss, every member up.
-        cluster.Network.Drop = null;
-        foreach (var m in cluster.Members.Values.Where(m => !m.Running)) m.Start(null);
+        cluster.Heal();
         foreach (var m in cluster.Members.Values) acknowledged.UnionWith(m.Applied);
 
         var final = $"s{seed}-final";
-        var proposedFinal = false;
-        await cluster.EventuallyTicking(async () =>
-        {
-            if (cluster.Members.Values.All(m => m.Applied.Contains(final))) return true;
-            if (!proposedFinal && await cluster.LeaderAsync() is { } leader)
-            {
-                try
-                {
-                    await leader.Node.ProposeAsync(Bytes(final));
-                    proposedFinal = true;
-                }
-                catch (ProposalDroppedException)
-                {
-                    // A leader about to step down or transferring: ask the next one.
-                }
-            }
-            return false;
-        }, $"seed {seed}: the healed cluster elects a leader and every member applies '{final}'");
+        await cluster.CommitEverywhereAsync(final, $"seed {seed}: the healed cluster elects a leader and every member applies '{final}'");
         Assert.NotNull(await cluster.LeaderAsync());
 
         var logs = cluster.Members.Values.ToDictionary(m => m.Id, m => CommittedEntries(m.Storage));

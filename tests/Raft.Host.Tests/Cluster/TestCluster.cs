@@ -125,6 +125,40 @@ public sealed class TestCluster : IAsyncDisposable
     }
 
     /// <summary>Polls like <see cref="Eventually"/>, ticking every running member between checks.</summary>
+    /// <summary>No more message loss, and every stopped member started again.</summary>
+    public void Heal()
+    {
+        Network.Drop = null;
+        foreach (var m in Members.Values.Where(m => !m.Running)) m.Start(null);
+    }
+
+    /// <summary>
+    /// Proposes <paramref name="value"/> to whichever member leads (again to the next leader while
+    /// proposals are dropped) until every member applied it; waits with <paramref name="wait"/>
+    /// (<see cref="EventuallyTicking"/> by default).
+    /// </summary>
+    public async Task CommitEverywhereAsync(string value, string what, Func<Func<Task<bool>>, string, Task>? wait = null)
+    {
+        var proposed = false;
+        await (wait ?? EventuallyTicking)(async () =>
+        {
+            if (Members.Values.All(m => m.Applied.Contains(value))) return true;
+            if (!proposed && await LeaderAsync() is { } leader)
+            {
+                try
+                {
+                    await leader.Node.ProposeAsync(Bytes(value));
+                    proposed = true;
+                }
+                catch (ProposalDroppedException)
+                {
+                    // A leader about to step down or transferring: ask the next one.
+                }
+            }
+            return false;
+        }, what);
+    }
+
     public async Task EventuallyTicking(Func<Task<bool>> condition, string what)
     {
         var deadline = DateTime.UtcNow + Bound;
